@@ -1,0 +1,256 @@
+"""Execute the book's notebooks in place and check them.
+
+    python -m seqlib.book execute [NOTEBOOK ...] [--all]   # stale notebooks of _toc.yml, or the ones named
+    python -m seqlib.book check [--strict]                 # outputs present, no errors; a table of every notebook
+
+``execute`` runs each notebook top to bottom through nbclient (the profile comes from ``SEQLIB_PROFILE``),
+stores in its metadata (``metadata.seqlib``) the device, profile, wall time, a hash of its code cells and
+a hash of seqlib's sources, and updates ``results/book_execution.json``. A notebook is *stale* when its
+code cells or seqlib changed since it was executed. ``check`` fails on a notebook without outputs or with an
+error output; ``--strict`` also fails on a stale notebook or one not executed on a GPU in the full profile.
+
+The first cell of every notebook calls :func:`setup`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EXECUTION_LOG = "results/book_execution.json"
+
+
+# ---------------------------------------------------------------- notebook side
+def setup(seed: int = 0) -> str:
+    """The first cell of every notebook: report the runtime, say how to fix what is wrong, return the profile."""
+    import torch
+
+    from .device import device_name
+    from .profiles import current_profile
+
+    profile = current_profile()
+    torch.manual_seed(seed)
+    # without ipywidgets, tqdm's notebook bar falls back to text; its warning about that is noise in the book
+    warnings.filterwarnings("ignore", message="IProgress not found")
+    cuda = torch.version.cuda or "none"
+    print(f"seqlib {_version()} | torch {torch.__version__} (CUDA {cuda}) | python {platform.python_version()}")
+    print(f"device: {device_name()} | profile: {profile}")
+    if torch.cuda.is_available():
+        major, _ = torch.cuda.get_device_capability()
+        if major < 8:
+            print(
+                "This GPU has no bfloat16: training uses float16 with a gradient scaler, and the full profile's "
+                "time budgets reach fewer steps than on the GPU the book was rendered on."
+            )
+    else:
+        print(
+            "No GPU found: the smoke profile runs (small models, a few steps) so every cell works in seconds to "
+            "minutes. On Colab choose Runtime > Change runtime type > T4 GPU for the full profile."
+        )
+    if profile == "full" and not torch.cuda.is_available():
+        print("Warning: SEQLIB_PROFILE=full on a CPU will take a long time.")
+    return profile
+
+
+def glue(name: str, value, display: bool = False):
+    """Hand a computed value to the prose (MyST-NB's ``glue``); a no-op display where myst_nb is missing."""
+    try:
+        from myst_nb import glue as _glue
+    except ImportError:  # e.g. on Colab: the value only matters to the rendered book
+        return value
+    _glue(name, value, display=display)
+    return value
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+# ---------------------------------------------------------------- book side
+def absolute_data_path() -> None:
+    """Kernels run in the notebook's folder: a relative ``SEQLIB_DATA`` is made absolute before they start."""
+    if os.environ.get("SEQLIB_DATA"):
+        os.environ["SEQLIB_DATA"] = os.path.abspath(os.environ["SEQLIB_DATA"])
+
+
+def toc_notebooks(root: Path = ROOT) -> list[Path]:
+    """Notebooks listed in ``_toc.yml``, in book order."""
+    import yaml
+
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    files: list[str] = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            for key in ("root", "file"):
+                if key in node:
+                    files.append(node[key])
+            for value in node.values():
+                if isinstance(value, list | dict):
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(toc)
+    out = []
+    for f in files:
+        path = root / (f if f.endswith(".ipynb") else f + ".ipynb")
+        if path.exists():
+            out.append(path)
+    return out
+
+
+def code_cells_hash(nb) -> str:
+    src = "\n\0".join(c.source for c in nb.cells if c.cell_type == "code")
+    return hashlib.sha256(src.encode()).hexdigest()[:16]
+
+
+def _error_outputs(nb) -> list[str]:
+    errors = []
+    for i, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                errors.append(f"cell {i}: {out.get('ename')}: {out.get('evalue')}")
+    return errors
+
+
+def _has_outputs(nb) -> bool:
+    code = [c for c in nb.cells if c.cell_type == "code" and c.source.strip()]
+    return bool(code) and all(c.get("execution_count") is not None for c in code)
+
+
+def notebook_status(path: Path) -> dict:
+    import nbformat
+
+    from .results import code_hash
+
+    nb = nbformat.read(path, as_version=4)
+    meta = nb.metadata.get("seqlib", {})
+    stale = not meta or meta.get("code_cells_hash") != code_cells_hash(nb) or meta.get("seqlib_hash") != code_hash()
+    return {
+        "notebook": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
+        "device": meta.get("device", "-"),
+        "profile": meta.get("profile", "-"),
+        "wall_s": meta.get("wall_time_s"),
+        "executed": _has_outputs(nb),
+        "errors": _error_outputs(nb),
+        "stale": stale,
+        "gpu": bool(meta.get("cuda")),
+    }
+
+
+def execute(paths: list[Path], timeout: int = 1800, log_path: Path | None = None) -> list[dict]:
+    """Execute notebooks in place (kernel ``python3``, working directory = the notebook's folder).
+
+    Records how in each notebook's metadata and in ``log_path`` (default ``results/book_execution.json``).
+    """
+    import nbformat
+    import torch
+    from nbclient import NotebookClient
+
+    from .device import device_name
+    from .profiles import current_profile
+    from .results import code_hash
+
+    profile = current_profile()
+    os.environ["SEQLIB_PROFILE"] = profile  # the kernel inherits it
+    absolute_data_path()
+    log_path = Path(log_path) if log_path is not None else ROOT / EXECUTION_LOG
+    log = json.loads(log_path.read_text()) if log_path.exists() else {}
+    done = []
+    for path in paths:
+        nb = nbformat.read(path, as_version=4)
+        print(f"executing {path.name} (profile {profile}) ...", flush=True)
+        t0 = time.perf_counter()
+        NotebookClient(
+            nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+        ).execute()
+        wall = time.perf_counter() - t0
+        meta = {
+            "device": device_name(),
+            "cuda": torch.cuda.is_available(),
+            "profile": profile,
+            "wall_time_s": round(wall, 1),
+            "code_cells_hash": code_cells_hash(nb),
+            "seqlib_hash": code_hash(),
+            "torch": torch.__version__,
+            "executed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        nb.metadata["seqlib"] = meta
+        nbformat.write(nb, path)
+        rel = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
+        log[rel] = meta
+        print(f"  {wall:.1f} s on {meta['device']}", flush=True)
+        done.append(meta)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.write_text(json.dumps(dict(sorted(log.items())), indent=1) + "\n")
+    return done
+
+
+def check(paths: list[Path], strict: bool = False) -> int:
+    """Print a table of every notebook; return the number of failures."""
+    rows = [notebook_status(p) for p in paths]
+    header = f"{'notebook':38} {'device':34} {'profile':7} {'wall s':>7}  state"
+    print(header)
+    print("-" * len(header))
+    failures = 0
+    for r in rows:
+        problems = []
+        if not r["executed"]:
+            problems.append("NO OUTPUTS")
+        if r["errors"]:
+            problems.append("ERRORS: " + "; ".join(r["errors"]))
+        if strict and r["stale"]:
+            problems.append("STALE")
+        if strict and not (r["gpu"] and r["profile"] == "full"):
+            problems.append("NOT A FULL-PROFILE GPU RUN")
+        failures += bool(problems)
+        state = ("stale" if r["stale"] else "fresh") + ("  " + ", ".join(problems) if problems else "")
+        wall = f"{r['wall_s']:.1f}" if r["wall_s"] is not None else "-"
+        print(f"{r['notebook']:38} {str(r['device'])[:34]:34} {r['profile']:7} {wall:>7}  {state}")
+    total = sum(r["wall_s"] or 0 for r in rows)
+    print(f"{len(rows)} notebooks, {total:.0f} s of recorded execution, {failures} failing")
+    return failures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m seqlib.book", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    ex = sub.add_parser("execute", help="execute notebooks in place and record how")
+    ex.add_argument("notebooks", nargs="*", type=Path, help="default: the stale notebooks of _toc.yml")
+    ex.add_argument("--all", action="store_true", help="execute every notebook of _toc.yml, stale or not")
+    ex.add_argument("--timeout", type=int, default=1800, help="seconds per cell (default 1800)")
+    ck = sub.add_parser("check", help="fail on notebooks without outputs or with errors; print their state")
+    ck.add_argument("notebooks", nargs="*", type=Path, help="default: every notebook of _toc.yml")
+    ck.add_argument("--strict", action="store_true", help="also fail on stale notebooks and non-GPU executions")
+    args = parser.parse_args(argv)
+
+    for p in args.notebooks:
+        if not p.exists() or p.suffix != ".ipynb":
+            parser.error(f"not a notebook: {p}")
+    paths = [p.resolve() for p in args.notebooks] or toc_notebooks()
+    if args.cmd == "execute":
+        if not args.notebooks and not args.all:
+            paths = [p for p in paths if notebook_status(p)["stale"] or not notebook_status(p)["executed"]]
+            if not paths:
+                print("every notebook is fresh; use --all to execute them anyway")
+                return 0
+        execute(paths, timeout=args.timeout)
+        return 0
+    return 1 if check(paths, strict=args.strict) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""Recorded results with provenance: what was measured, on what, with which code.
+
+``record(name, metrics, ...)`` writes ``<results dir>/<name>.json``:
+
+    {"name": ..., "metrics": {...}, "config": {...}, "history": {"columns": [...], "data": {...}},
+     "provenance": {"device", "torch", "cuda", "cudnn", "python", "seqlib_version", "code_hash",
+                    "git_commit", "git_dirty", "seed", "date", "wall_time", "profile"}}
+
+Only the ``full`` profile writes to the results directory (``$SEQLIB_RESULTS``, else ``results/`` at the
+root of the repository holding ``seqlib``, else ``./results`` for an installed package). ``smoke`` runs
+write to ``<tmp>/seqlib-results-smoke`` so that a quick check never overwrites a committed result.
+
+``code_hash()`` is the SHA-256 of seqlib's source (every ``.py`` file of the package, sorted by relative
+path, path and content); ``is_stale(record)`` says whether the code changed since the record was made.
+The JSON is deterministic: sorted keys, one-space indent, missing and non-finite numbers as ``null``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import math
+import os
+import platform
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import __version__
+from .device import device_name
+from .profiles import PROFILES, current_profile
+
+__all__ = ["record", "load", "is_stale", "code_hash", "format_provenance", "default_dir", "provenance"]
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9][A-Za-z0-9_.\-]*)*$")
+
+
+def _repo_root() -> Path | None:
+    root = PACKAGE_DIR.parent
+    if root.name in ("site-packages", "dist-packages"):
+        return None
+    return root if (root / "pyproject.toml").exists() or (root / ".git").exists() else None
+
+
+def default_dir(profile: str | None = None) -> Path:
+    """Where ``profile``'s results live (see the module docstring)."""
+    profile = current_profile() if profile is None else profile
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; valid values: {', '.join(PROFILES)}")
+    if profile == "smoke":
+        return Path(tempfile.gettempdir()) / "seqlib-results-smoke"
+    if os.environ.get("SEQLIB_RESULTS"):
+        return Path(os.environ["SEQLIB_RESULTS"])
+    root = _repo_root()
+    return root / "results" if root is not None else Path.cwd() / "results"
+
+
+def code_hash() -> str:
+    """SHA-256 (hex) over seqlib's ``.py`` files: relative path and content, in sorted order."""
+    h = hashlib.sha256()
+    for path in sorted(PACKAGE_DIR.rglob("*.py"), key=lambda p: p.relative_to(PACKAGE_DIR).as_posix()):
+        h.update(path.relative_to(PACKAGE_DIR).as_posix().encode() + b"\0")
+        h.update(path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=PACKAGE_DIR, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def provenance(*, seed=None, wall_time=None, profile: str | None = None) -> dict[str, Any]:
+    """Where and with what a result was produced (device, versions, code, seed, date)."""
+    commit = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--", str(PACKAGE_DIR)) if commit else None
+    return {
+        "device": device_name(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "python": platform.python_version(),
+        "seqlib_version": __version__,
+        "code_hash": code_hash(),
+        "git_commit": commit,
+        "git_dirty": bool(status) if status is not None else None,  # uncommitted changes to seqlib
+        "seed": seed,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "wall_time": wall_time,
+        "profile": current_profile() if profile is None else profile,
+    }
+
+
+def _jsonable(x: Any) -> Any:
+    """Plain JSON types; NaN and infinities become None (JSON has no NaN)."""
+    if isinstance(x, pd.DataFrame):
+        return {"columns": [str(c) for c in x.columns], "data": {str(c): _jsonable(x[c].tolist()) for c in x.columns}}
+    if isinstance(x, pd.Series):
+        return _jsonable(x.tolist())
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return _jsonable(dataclasses.asdict(x))
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple, set)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, torch.Tensor):
+        return _jsonable(x.tolist())
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, np.generic):
+        return _jsonable(x.item())
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, (str, int, bool)) or x is None:
+        return x
+    if isinstance(x, (Path, torch.dtype, torch.device)):
+        return str(x)
+    raise TypeError(f"cannot record a {type(x).__name__} ({x!r:.80}); convert it to numbers, strings or lists")
+
+
+def _path(name: str, directory: Path) -> Path:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(f"result name {name!r}: use letters, digits, '_', '-', '.', and '/' for subfolders")
+    return directory / f"{name}.json"
+
+
+def record(
+    name: str,
+    metrics: dict,
+    *,
+    config=None,
+    history=None,
+    seed=None,
+    wall_time=None,
+    profile: str | None = None,
+    results_dir: str | os.PathLike | None = None,
+) -> Path:
+    """Write result ``name`` (metrics, config, history, provenance) and return its path.
+
+    ``profile`` defaults to ``current_profile()``: ``full`` writes to the results directory, ``smoke`` to a
+    temporary one. An explicit ``results_dir`` is used as given, for either profile.
+    """
+    profile = current_profile() if profile is None else profile
+    if not isinstance(metrics, dict):
+        raise TypeError(f"metrics must be a dict of numbers, got {type(metrics).__name__}")
+    directory = Path(results_dir) if results_dir is not None else default_dir(profile)
+    path = _path(name, directory)
+    if history is not None and not isinstance(history, pd.DataFrame):
+        history = pd.DataFrame(history)
+    rec = {
+        "name": name,
+        "metrics": metrics,
+        "config": config,
+        "history": history,
+        "provenance": provenance(seed=seed, wall_time=wall_time, profile=profile),
+    }
+    text = json.dumps(_jsonable(rec), indent=1, sort_keys=True, allow_nan=False) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def load(name: str, profile: str | None = None, *, results_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Read result ``name``: a dict with ``metrics``, ``config``, ``history`` (DataFrame or None), ``provenance``."""
+    profile = current_profile() if profile is None else profile
+    directory = Path(results_dir) if results_dir is not None else default_dir(profile)
+    path = _path(name, directory)
+    if not path.exists():
+        how = (
+            "run the notebook that records it in the full profile (SEQLIB_PROFILE=full, on a GPU), "
+            "or set SEQLIB_RESULTS to the directory that holds it"
+            if profile == "full"
+            else "run the notebook that records it with SEQLIB_PROFILE=smoke first"
+        )
+        raise FileNotFoundError(f"no recorded result {name!r} for the {profile} profile at {path}; {how}")
+    rec = json.loads(path.read_text())
+    hist = rec.get("history")
+    rec["history"] = pd.DataFrame(hist["data"], columns=hist["columns"]) if hist else None
+    rec["path"] = str(path)
+    return rec
+
+
+def is_stale(record: dict) -> bool:
+    """True when seqlib's code changed since ``record`` was made (its code hash differs from ``code_hash()``)."""
+    return record.get("provenance", {}).get("code_hash") != code_hash()
+
+
+def format_provenance(record: dict) -> str:
+    """One line for a notebook: date, device, versions, code, seed, wall time, profile (and staleness)."""
+    p = record.get("provenance", {})
+    date = (p.get("date") or "?").replace("T", " ").replace("+00:00", " UTC")
+    cuda = f", CUDA {p['cuda']}" if p.get("cuda") else ""
+    code = f"seqlib {p.get('seqlib_version', '?')} code {str(p.get('code_hash'))[:10]}"
+    if p.get("git_commit"):
+        code += f" (git {p['git_commit'][:7]}{', modified' if p.get('git_dirty') else ''})"
+    parts = [f"recorded {date}", f"on {p.get('device', '?')}", f"torch {p.get('torch', '?')}{cuda}", code]
+    if p.get("seed") is not None:
+        parts.append(f"seed {p['seed']}")
+    if p.get("wall_time") is not None:
+        w = p["wall_time"]
+        parts.append(f"{w:.0f} s" if w >= 10 else f"{w:.2g} s")
+    parts.append(f"profile {p.get('profile', '?')}")
+    line = " · ".join(parts)
+    return line + (" · STALE: seqlib changed since" if is_stale(record) else "")

@@ -1,0 +1,763 @@
+"""One training loop for every task of the book: language models, classifiers, translation, synthetic tasks.
+
+The loop knows nothing about the task. The caller gives
+
+* ``batches``: either a function ``get_batch(generator) -> batch`` (random sampling; the trainer owns the
+  CPU ``torch.Generator``, seeds it from ``config.seed`` and checkpoints it) or an iterable of batches
+  (a list, a DataLoader; re-iterated at the end of an epoch when it can be, else training stops there);
+* ``loss_fn(model, batch) -> (loss, n_tokens)`` or ``(loss, n_tokens, metrics)``: ``loss`` is the mean loss
+  of the batch, ``n_tokens`` the tokens it processed (throughput, and the weight of the batch in ``val_loss``),
+  ``metrics`` a dict ``name -> (sum, count)`` summed exactly over the evaluation batches into ``val_<name>``;
+  a ``"loss"`` metric, when present, replaces the token-weighted ``val_loss`` (classification: per example).
+
+Ready-made losses: ``lm_loss`` (tokens -> logits, targets -100 ignored), ``classify_loss``,
+``seq2seq_loss`` and ``regression_loss``.
+
+Optimisation (as in nanoGPT): AdamW with weight decay on matrices only (``p.dim() >= 2``: linear and
+embedding weights; not biases or norm gains), gradient clipping, linear warmup then cosine decay:
+
+    lr(step) = lr * (step + 1) / (warmup + 1)                                  while step < warmup
+    lr(step) = min_lr + (lr - min_lr) * (1 + cos(pi * d)) / 2,  d = (p - p_w) / (1 - p_w)   afterwards
+
+where ``p`` in [0, 1] is the fraction of the budget used, ``max(step / max_steps, seconds / max_seconds)``,
+and ``p_w`` its value when warmup ended. With a budget in seconds the schedule thus follows the clock, and a
+run ends with ``lr = min_lr`` on any GPU. Seconds count training only (batches, forward, backward, update);
+evaluation and checkpointing are excluded, so evaluating more often does not shorten training.
+On a GPU the clock is read without waiting for the GPU at every step (that would slow training down); the
+wait at each history row is added to it, so a budget overshoots by at most the work queued since that row.
+
+Checkpoints (``config.checkpoint_path``, every ``checkpoint_every`` steps and at the end) hold the model,
+optimizer, grad scaler, step, clock, RNG states (torch, CUDA, Python, NumPy, the batch generator) and the
+history; a run started again with the same config resumes from it. On a CPU a resumed run ends with exactly
+the weights of an uninterrupted one (for an iterable the trainer skips the batches already used, which
+reproduces them when the iterable is deterministic). Checkpoints load with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import math
+import os
+import random
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .device import as_device, autocast_dtype, device_name, peak_flops
+
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "train",
+    "set_seed",
+    "learning_rate",
+    "peak_flops",
+    "lm_loss",
+    "classify_loss",
+    "seq2seq_loss",
+    "regression_loss",
+    "gpt2_mfu_benchmark",
+]
+
+AMP_MODES = ("auto", "bf16", "fp16", "fp32")
+# Config fields a resumed run must share with the checkpoint (they change the trajectory).
+_LOG_KEYS = ("step", "time", "lr", "train_loss", "tokens_per_s", "grad_norm")
+_TRAJECTORY_FIELDS = ("lr", "min_lr", "warmup_steps", "weight_decay", "betas", "grad_clip", "amp", "seed")
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int | None = None  # budget in optimizer steps ...
+    max_seconds: float | None = None  # ... and/or in seconds of training; the first reached ends the run
+    lr: float = 3e-4  # peak learning rate, reached at the end of warmup
+    min_lr: float | None = None  # end of the cosine; None: lr / 10 (nanoGPT, Chinchilla)
+    warmup_steps: int | float | None = None  # int: steps; float in (0, 1): fraction of max_steps; None: 5% of
+    # max_steps (at least 1), or 100 steps with a budget in seconds only
+    weight_decay: float = 0.1  # AdamW decoupled decay, on weights with dim >= 2 only
+    betas: tuple[float, float] = (0.9, 0.95)  # beta2 = 0.95 rather than 0.999: steadier for transformers (GPT-3)
+    grad_clip: float | None = 1.0  # max global gradient norm; None: no clipping
+    eval_every: int | None = None  # evaluate every N steps and at the end; None: only at the end
+    eval_batches: int = 20  # batches per evaluation (the same batches every time)
+    log_every: int = 10  # a history row every N steps; each row waits for the GPU once
+    amp: str = "auto"  # auto: bf16 autocast where the GPU has bf16, fp16 + GradScaler on older GPUs, fp32 on CPU
+    compile: bool = False  # torch.compile the model (first steps are slow while it compiles)
+    checkpoint_path: str | None = None  # where to save and resume from
+    checkpoint_every: int | None = None  # steps between checkpoints; None: only at the end
+    resume: bool = True  # resume from checkpoint_path when it exists
+    seed: int = 0  # seeds torch, CUDA, Python, NumPy and the batch generator at the start of a fresh run
+    progress: bool = True  # tqdm progress bar
+
+    def __post_init__(self):
+        if self.max_steps is None and self.max_seconds is None:
+            raise ValueError("TrainConfig needs a budget: max_steps (optimizer steps) and/or max_seconds")
+        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps <= 0):
+            raise ValueError(f"max_steps must be a positive int, got {self.max_steps!r}")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise ValueError(f"max_seconds must be > 0, got {self.max_seconds!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if self.min_lr is not None and not 0 <= self.min_lr <= self.lr:
+            raise ValueError(f"min_lr must be in [0, lr={self.lr}], got {self.min_lr!r}")
+        w = self.warmup_steps
+        if isinstance(w, float) and not (0 < w < 1 and self.max_steps is not None):
+            raise ValueError(
+                f"a float warmup_steps is a fraction of max_steps: needs 0 < it < 1 and max_steps, got {w}"
+            )
+        if w is not None and not isinstance(w, float) and (not isinstance(w, int) or w < 0):
+            raise ValueError(f"warmup_steps must be an int >= 0, a fraction in (0, 1) or None, got {w!r}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
+        self.betas = tuple(self.betas)
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip!r}")
+        for name in ("eval_every", "checkpoint_every"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v <= 0):
+                raise ValueError(f"{name} must be a positive int or None, got {v!r}")
+        for name in ("eval_batches", "log_every"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
+        if self.checkpoint_every is not None and self.checkpoint_path is None:
+            raise ValueError("checkpoint_every needs checkpoint_path")
+
+    @property
+    def warmup(self) -> int:
+        """Warmup length in steps."""
+        if self.warmup_steps is None:
+            return max(1, round(0.05 * self.max_steps)) if self.max_steps is not None else 100
+        if isinstance(self.warmup_steps, float):
+            return max(1, round(self.warmup_steps * self.max_steps))
+        return self.warmup_steps
+
+
+def learning_rate(config: TrainConfig, step: int, progress: float, warmup_end: float | None) -> float:
+    """The learning rate of update ``step`` (0-based) at budget fraction ``progress`` (see the module docstring)."""
+    min_lr = config.lr / 10 if config.min_lr is None else config.min_lr
+    if step < config.warmup:
+        return config.lr * (step + 1) / (config.warmup + 1)
+    p_w = progress if warmup_end is None else warmup_end
+    d = 1.0 if p_w >= 1 else min(max((progress - p_w) / (1 - p_w), 0.0), 1.0)
+    return min_lr + (config.lr - min_lr) * 0.5 * (1 + math.cos(math.pi * d))
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and every GPU)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002
+    torch.manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------- ready-made losses
+def _unpack(batch, n: int, names: str, loss: str):
+    if not isinstance(batch, (tuple, list)) or len(batch) != n:
+        got = f"a {type(batch).__name__} of length {len(batch)}" if isinstance(batch, (tuple, list)) else type(batch)
+        raise ValueError(f"{loss} expects batches {names}, got {got}")
+    return batch
+
+
+def _token_ce(logits: torch.Tensor, y: torch.Tensor, loss: str):
+    if logits.dim() != 3 or logits.shape[:2] != y.shape:
+        raise ValueError(
+            f"{loss}: logits must be (B, T, V) and targets (B, T); got {tuple(logits.shape)} and {tuple(y.shape)}"
+        )
+    ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=-100)
+    keep = y != -100  # (B, T)
+    n = keep.sum()
+    metrics = {}
+    if not torch.is_grad_enabled():  # evaluation: token accuracy on the scored targets
+        metrics["accuracy"] = (((logits.argmax(-1) == y) & keep).sum(), n)
+    return ce, n, metrics
+
+
+def lm_loss(model: nn.Module, batch):
+    """Next-token cross entropy. Batch ``(x, y)``: tokens (B, T) and targets (B, T), -100 = not scored."""
+    x, y = _unpack(batch, 2, "(tokens, targets)", "lm_loss")
+    return _token_ce(model(x), y, "lm_loss")  # model(x): (B, T, V)
+
+
+def seq2seq_loss(model: nn.Module, batch):
+    """Batch ``(src, src_mask, tgt_in, tgt_out)``; ``model(src, tgt_in, src_mask=src_mask)`` -> (B, T, V)."""
+    src, src_mask, tgt_in, tgt_out = _unpack(batch, 4, "(src, src_mask, tgt_in, tgt_out)", "seq2seq_loss")
+    return _token_ce(model(src, tgt_in, src_mask=src_mask), tgt_out, "seq2seq_loss")
+
+
+def classify_loss(model: nn.Module, batch):
+    """Batch ``(tokens, mask, labels)``; ``model(tokens, mask)`` -> logits (B, C). Tokens = real tokens."""
+    tokens, mask, labels = _unpack(batch, 3, "(tokens, mask, labels)", "classify_loss")
+    logits = model(tokens, mask)  # (B, C)
+    if logits.dim() != 2 or logits.shape[0] != labels.shape[0] or labels.dim() != 1:
+        raise ValueError(
+            f"classify_loss: logits must be (B, C) and labels (B,); got {tuple(logits.shape)} and {tuple(labels.shape)}"
+        )
+    loss = F.cross_entropy(logits, labels)
+    b = labels.shape[0]
+    n_tokens = mask.sum() if mask is not None else tokens.numel()
+    if torch.is_grad_enabled():
+        return loss, n_tokens
+    return loss, n_tokens, {"loss": (loss.detach() * b, b), "accuracy": ((logits.argmax(-1) == labels).sum(), b)}
+
+
+def regression_loss(model: nn.Module, batch):
+    """Mean squared error. Batch ``(x, y)``: ``model(x)`` -> (B,) or (B, 1), targets (B,)."""
+    x, y = _unpack(batch, 2, "(inputs, targets)", "regression_loss")
+    pred = model(x)
+    if pred.dim() == 2 and pred.shape[1] == 1:
+        pred = pred.squeeze(1)
+    if pred.shape != y.shape:
+        raise ValueError(f"regression_loss: prediction {tuple(pred.shape)} and targets {tuple(y.shape)} differ")
+    loss = F.mse_loss(pred.float(), y.float())
+    b = y.shape[0]
+    n_tokens = x.shape[0] * x.shape[1] if x.dim() >= 2 else b
+    return (loss, n_tokens) if torch.is_grad_enabled() else (loss, n_tokens, {"loss": (loss.detach() * b, b)})
+
+
+# ----------------------------------------------------------------------------- batches
+class _Exhausted(Exception):
+    pass
+
+
+class _Source:
+    """Batches from a function of a generator, or from an iterable (re-iterated per epoch when possible)."""
+
+    def __init__(self, batches, generator: torch.Generator, what: str):
+        self.fn = batches if callable(batches) and not hasattr(batches, "__iter__") else None
+        if self.fn is None and not hasattr(batches, "__iter__"):
+            raise TypeError(
+                f"{what} must be a function get_batch(generator) -> batch or an iterable of batches, "
+                f"got {type(batches).__name__}"
+            )
+        self.iterable, self.generator, self.it = batches, generator, None
+
+    def next(self):
+        if self.fn is not None:
+            return self.fn(self.generator)
+        for attempt in range(2):
+            if self.it is None:
+                self.it = iter(self.iterable)
+            try:
+                return next(self.it)
+            except StopIteration:
+                if self.it is self.iterable or attempt == 1:  # a one-shot iterator, or an empty iterable
+                    raise _Exhausted from None
+                self.it = None  # new epoch
+        raise _Exhausted
+
+
+def _to_device(batch, device: torch.device):
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_to_device(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+# ----------------------------------------------------------------------------- RNG states as plain types
+def _rng_state(device: torch.device) -> dict:
+    name, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002 (the global NumPy RNG is what we save)
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
+        "python": random.getstate(),
+        "numpy": {
+            "name": name,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+    }
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    v, internal, gauss = state["python"]
+    random.setstate((v, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))  # noqa: NPY002
+
+
+@contextlib.contextmanager
+def _isolated_rng(device: torch.device):
+    """Evaluation must not move the training RNG streams (so eval frequency cannot change training)."""
+    py, npy = random.getstate(), np.random.get_state()  # noqa: NPY002
+    devices = (
+        [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    )
+    with torch.random.fork_rng(devices=devices):
+        yield
+    random.setstate(py)
+    np.random.set_state(npy)  # noqa: NPY002
+
+
+# ----------------------------------------------------------------------------- results
+@dataclass
+class TrainResult:
+    history: pd.DataFrame  # one row per log step: step, time, lr, train_loss, tokens_per_s, [grad_norm], val_*
+    metrics: dict[str, float]  # last train_loss and the final evaluation
+    steps: int
+    train_seconds: float  # training only (the budget's clock)
+    wall_seconds: float  # this call, evaluation included
+    tokens: int
+    tokens_per_s: float
+    n_params: int
+    mfu: float | None  # model FLOPs utilisation; None without flops_per_token or a known peak
+    stopped_by: str  # "max_steps", "max_seconds" or "data exhausted"
+    device: str
+    config: dict = field(default_factory=dict)
+
+    @property
+    def perplexity(self) -> float:
+        """exp(val_loss) (or of train_loss when there was no evaluation)."""
+        return math.exp(self.metrics.get("val_loss", self.metrics["train_loss"]))
+
+    def summary(self) -> dict[str, Any]:
+        """A flat dict for ``seqlib.results.record``."""
+        return {
+            **self.metrics,
+            "steps": self.steps,
+            "train_seconds": self.train_seconds,
+            "tokens": self.tokens,
+            "tokens_per_s": self.tokens_per_s,
+            "n_params": self.n_params,
+            "mfu": self.mfu,
+            "stopped_by": self.stopped_by,
+        }
+
+
+# ----------------------------------------------------------------------------- the loop
+class Trainer:
+    """Trains ``model`` on ``batches`` under ``config``; ``run()`` returns a ``TrainResult``.
+
+    ``eval_batches`` (same forms as ``batches``; a function is called with a generator re-seeded for every
+    evaluation, an iterable is re-iterated from its start) gives ``val_loss`` and the loss's metrics;
+    ``evaluate(model) -> dict`` adds any other metric (BLEU, samples' scores) at the same steps.
+    ``flops_per_token``: training FLOPs per token (about 6 x parameters, plus attention) for MFU.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        batches,
+        config: TrainConfig,
+        *,
+        loss_fn: Callable = lm_loss,
+        eval_batches=None,
+        evaluate: Callable[[nn.Module], dict] | None = None,
+        flops_per_token: float | None = None,
+        device: torch.device | str | None = None,
+    ):
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+        self.config, self.loss_fn, self.evaluate, self.flops_per_token = config, loss_fn, evaluate, flops_per_token
+        self.device = as_device(device)
+        self.model = model.to(self.device)
+        self.amp_dtype = self._resolve_amp(config.amp)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.optimizer = self._make_optimizer()
+        self.forward_model = torch.compile(model) if config.compile else model
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.source = _Source(batches, self.generator, "batches")
+        if eval_batches is not None and not callable(eval_batches) and iter(eval_batches) is eval_batches:
+            raise TypeError(
+                "eval_batches must be re-iterable (a list, a DataLoader) or a function of a generator; "
+                "a one-shot iterator would be used up by the first evaluation"
+            )
+        self.eval_batches = eval_batches
+        self.step, self.train_seconds, self.tokens, self.warmup_end, self.last_eval_step = 0, 0.0, 0, None, -1
+        self.lr = float("nan")  # of the last update
+        self.batches_consumed, self.rows = 0, []
+        self._reset_interval()
+
+    # -- setup
+    def _resolve_amp(self, amp: str) -> torch.dtype | None:
+        cuda = self.device.type == "cuda"
+        if amp == "auto":
+            return autocast_dtype(self.device)
+        if amp == "fp16" and not cuda:
+            raise ValueError("amp='fp16' needs a CUDA GPU; use 'auto', 'bf16' or 'fp32'")
+        if amp == "bf16" and cuda and not torch.cuda.is_bf16_supported():
+            raise ValueError(f"{device_name(self.device)} has no bf16; use amp='fp16' or 'auto'")
+        return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+    def _make_optimizer(self) -> torch.optim.AdamW:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("the model has no trainable parameters")
+        groups = [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": self.config.weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+        fused = self.device.type == "cuda"
+        return torch.optim.AdamW(groups, lr=self.config.lr, betas=self.config.betas, fused=fused or None)
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _reset_interval(self) -> None:
+        self.acc = {
+            "loss": torch.zeros((), device=self.device),
+            "grad_norm": torch.zeros((), device=self.device),
+            "tokens": 0,
+            "steps": 0,
+            "seconds": 0.0,
+        }
+
+    # -- one step
+    def progress(self) -> float:
+        c = self.config
+        p = [self.step / c.max_steps] if c.max_steps else []
+        p += [self.train_seconds / c.max_seconds] if c.max_seconds else []
+        return min(max(p), 1.0)
+
+    def _train_step(self, batch) -> None:
+        c, opt = self.config, self.optimizer
+        if self.step == c.warmup:
+            self.warmup_end = self.progress()
+        self.lr = learning_rate(c, self.step, self.progress(), self.warmup_end)
+        for g in opt.param_groups:
+            g["lr"] = self.lr
+        with self._autocast():
+            out = self.loss_fn(self.forward_model, batch)
+        loss, n_tokens = out[0], out[1]
+        if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+            raise ValueError("loss_fn must return (loss, n_tokens[, metrics]) with loss a scalar tensor")
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+        if c.grad_clip is not None:
+            if self.scaler:
+                self.scaler.unscale_(opt)
+            self.acc["grad_norm"] += nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip).float()
+        if self.scaler:
+            self.scaler.step(opt)
+            self.scaler.update()
+        else:
+            opt.step()
+        opt.zero_grad(set_to_none=True)
+        self.acc["loss"] += loss.detach().float()
+        self.acc["tokens"] = self.acc["tokens"] + n_tokens
+        self.acc["steps"] += 1
+
+    # -- evaluation
+    @torch.no_grad()
+    def evaluate_now(self) -> dict[str, float]:
+        """Validation metrics now: ``val_loss`` and ``val_<metric>`` from ``eval_batches``, plus ``evaluate``."""
+        metrics: dict[str, float] = {}
+        self.model.eval()
+        try:
+            with _isolated_rng(self.device):
+                if self.eval_batches is not None:
+                    metrics.update(self._eval_loss())
+                if self.evaluate is not None:
+                    metrics.update({k: _plain(v) for k, v in self.evaluate(self.model).items()})
+        finally:
+            self.model.train()
+        return metrics
+
+    def _eval_batches(self):
+        n = self.config.eval_batches
+        if callable(self.eval_batches) and not hasattr(self.eval_batches, "__iter__"):
+            gen = torch.Generator().manual_seed(self.config.seed + 1_000_003)  # the same batches every time
+            return (self.eval_batches(gen) for _ in range(n))
+        return itertools.islice(iter(self.eval_batches), n)  # the first n batches of one pass
+
+    def _eval_loss(self) -> dict[str, float]:
+        loss_sum, weight, sums = 0.0, 0, {}
+        for batch in self._eval_batches():
+            with self._autocast():
+                out = self.loss_fn(self.forward_model, _to_device(batch, self.device))
+            n = out[1]
+            loss_sum, weight = loss_sum + out[0].float() * n, weight + n
+            for k, (s, cnt) in (out[2] if len(out) > 2 else {}).items():
+                s0, c0 = sums.get(k, (0, 0))
+                sums[k] = (s0 + s, c0 + cnt)
+        if not isinstance(weight, torch.Tensor) and weight == 0:
+            raise ValueError("eval_batches produced no batches")
+        res = {"val_loss": _plain(loss_sum / weight)}
+        res.update({f"val_{k}": _plain(s / c) for k, (s, c) in sums.items()})
+        return res
+
+    # -- logging and checkpoints
+    def _log(self, with_eval: bool, bar) -> None:
+        t = time.perf_counter()
+        a = self.acc
+        loss = a["loss"].item() / a["steps"]  # waits for the GPU: that time is training time
+        tokens = int(a["tokens"])
+        waited = time.perf_counter() - t
+        a["seconds"] += waited
+        self.train_seconds += waited
+        if not math.isfinite(loss) and self.scaler is None:
+            raise FloatingPointError(f"training loss is {loss} at step {self.step}: lower lr, or check the data")
+        self.tokens += tokens
+        row = {
+            "step": self.step,
+            "time": self.train_seconds,
+            "lr": self.lr,
+            "train_loss": loss,
+            "tokens_per_s": tokens / max(a["seconds"], 1e-9),
+        }
+        if self.config.grad_clip is not None:
+            row["grad_norm"] = a["grad_norm"].item() / a["steps"]
+        if with_eval:
+            row.update(self.evaluate_now())
+            self.last_eval_step = self.step
+        self.rows.append(row)
+        self._reset_interval()
+        if self.config.max_steps:
+            bar.update(self.step - bar.n)
+        else:
+            bar.update(min(int(self.train_seconds), bar.total) - bar.n)
+        bar.set_postfix(
+            loss=f"{loss:.3f}",
+            tok_s=f"{row['tokens_per_s']:.3g}",
+            **({"val": f"{row['val_loss']:.3f}"} if "val_loss" in row else {}),
+        )
+
+    def save_checkpoint(self, path: str | os.PathLike | None = None) -> Path:
+        """Write everything needed to resume (atomically: a crash while saving keeps the previous file)."""
+        path = Path(path or self.config.checkpoint_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        acc = {k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v) for k, v in self.acc.items()}
+        state = {
+            "format": 1,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "step": self.step,
+            "train_seconds": self.train_seconds,
+            "tokens": self.tokens,
+            "warmup_end": self.warmup_end,
+            "lr": self.lr,
+            "last_eval_step": self.last_eval_step,
+            "batches_consumed": self.batches_consumed,
+            "interval": acc,
+            "rng": _rng_state(self.device),
+            "generator": self.generator.get_state(),
+            "history": self.rows,
+            "config": dataclasses.asdict(self.config),
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+        return path
+
+    def load_checkpoint(self, path: str | os.PathLike) -> None:
+        """Restore a checkpoint written by ``save_checkpoint`` (the model must have the same architecture)."""
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        if ck.get("format") != 1:
+            raise ValueError(f"{path} is not a seqlib.train checkpoint")
+        saved, now = ck["config"], dataclasses.asdict(self.config)
+        diff = [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in _TRAJECTORY_FIELDS if saved.get(k) != now[k]]
+        if diff:
+            raise ValueError(
+                f"checkpoint {path} was trained with a different config ({'; '.join(diff)}); "
+                "delete it, or pass resume=False to start again"
+            )
+        if (saved["max_steps"], saved["max_seconds"]) != (self.config.max_steps, self.config.max_seconds):
+            warnings.warn(
+                "resuming with a different budget: the learning-rate schedule changes from here on", stacklevel=2
+            )
+        self.model.load_state_dict(ck["model"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        for g in self.optimizer.param_groups:  # the checkpoint may come from another device
+            g["fused"] = self.device.type == "cuda" or None
+        if self.scaler is not None and ck["scaler"] is not None:
+            self.scaler.load_state_dict(ck["scaler"])
+        for k in ("step", "train_seconds", "tokens", "warmup_end", "lr", "last_eval_step", "batches_consumed"):
+            setattr(self, k, ck[k])
+        self.rows = list(ck["history"])
+        self.acc = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in ck["interval"].items()}
+        _set_rng_state(ck["rng"])
+        self.generator.set_state(ck["generator"])
+        if self.source.fn is None:  # an iterable: skip the batches already used
+            for _ in range(self.batches_consumed):
+                self.source.next()
+
+    # -- the run
+    def run(self) -> TrainResult:
+        c = self.config
+        wall0 = time.perf_counter()
+        if c.checkpoint_path and c.resume and Path(c.checkpoint_path).exists():
+            self.load_checkpoint(c.checkpoint_path)
+        elif self.step == 0:
+            set_seed(c.seed)
+            self.generator.manual_seed(c.seed)
+        self.model.train()
+        total = c.max_steps if c.max_steps else math.ceil(c.max_seconds)
+        bar = tqdm(
+            total=total,
+            initial=min(self.step if c.max_steps else int(self.train_seconds), total),
+            unit="step" if c.max_steps else "s",
+            disable=not c.progress,
+            dynamic_ncols=True,
+        )
+        try:
+            stopped_by = self._loop(bar)
+        finally:
+            bar.close()
+        return self._result(stopped_by, time.perf_counter() - wall0)
+
+    def _loop(self, bar) -> str:
+        c, last_ckpt = self.config, self.step
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        while True:
+            if c.max_steps is not None and self.step >= c.max_steps:
+                stopped_by = "max_steps"
+                break
+            if c.max_seconds is not None and self.train_seconds >= c.max_seconds:
+                stopped_by = "max_seconds"
+                break
+            t0 = time.perf_counter()
+            try:
+                batch = self.source.next()
+            except _Exhausted:
+                stopped_by = "data exhausted"
+                break
+            self.batches_consumed += 1
+            self._train_step(_to_device(batch, self.device))
+            self.step += 1
+            dt = time.perf_counter() - t0
+            self.train_seconds += dt
+            self.acc["seconds"] += dt
+            evaluating = c.eval_every is not None and self.step % c.eval_every == 0 and self._has_eval()
+            if self.step % c.log_every == 0 or evaluating:
+                self._log(evaluating, bar)
+            if c.checkpoint_every and self.step % c.checkpoint_every == 0:
+                self.save_checkpoint()
+                last_ckpt = self.step
+        if self.step == 0:
+            raise ValueError("no training step was made: the batches are empty")
+        # the end: a last row for the steps since the last one, and a last evaluation
+        final_eval = self._has_eval() and self.last_eval_step != self.step
+        if self.acc["steps"] > 0:
+            self._log(final_eval, bar)
+        elif final_eval:  # the last row is at this step already: evaluate into it
+            self.rows[-1].update(self.evaluate_now())
+            self.last_eval_step = self.step
+        if c.checkpoint_path and (last_ckpt != self.step or not Path(c.checkpoint_path).exists()):
+            self.save_checkpoint()
+        return stopped_by
+
+    def _has_eval(self) -> bool:
+        return self.eval_batches is not None or self.evaluate is not None
+
+    def _result(self, stopped_by: str, wall: float) -> TrainResult:
+        history = pd.DataFrame(self.rows)
+        metrics = {"train_loss": float(history["train_loss"].iloc[-1])}
+        last_eval = [r for r in self.rows if r["step"] == self.last_eval_step]
+        if last_eval:
+            metrics.update({k: v for k, v in last_eval[-1].items() if k not in _LOG_KEYS})
+        tps = self.tokens / max(self.train_seconds, 1e-9)
+        peak = peak_flops(self.device, self.amp_dtype)
+        mfu = self.flops_per_token * tps / peak if self.flops_per_token and peak else None
+        n_params = sum(p.numel() for p in self.model.parameters())
+        return TrainResult(
+            history,
+            metrics,
+            self.step,
+            self.train_seconds,
+            wall,
+            self.tokens,
+            tps,
+            n_params,
+            mfu,
+            stopped_by,
+            device_name(self.device),
+            dataclasses.asdict(self.config),
+        )
+
+
+def _plain(v):
+    """A Python number from a tensor / NumPy scalar (one GPU sync)."""
+    if isinstance(v, torch.Tensor):
+        return v.item() if v.numel() == 1 else v.tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def train(
+    model: nn.Module,
+    batches,
+    config: TrainConfig,
+    *,
+    loss_fn: Callable = lm_loss,
+    eval_batches=None,
+    evaluate: Callable[[nn.Module], dict] | None = None,
+    flops_per_token: float | None = None,
+    device: torch.device | str | None = None,
+) -> TrainResult:
+    """``Trainer(...).run()``: train ``model`` and return its ``TrainResult`` (see ``Trainer``)."""
+    return Trainer(
+        model,
+        batches,
+        config,
+        loss_fn=loss_fn,
+        eval_batches=eval_batches,
+        evaluate=evaluate,
+        flops_per_token=flops_per_token,
+        device=device,
+    ).run()
+
+
+def gpt2_mfu_benchmark(profile: str | None = None, steps: int = 40) -> dict[str, Any]:
+    """Training throughput and model FLOPs utilisation of a GPT-2-small-sized Transformer LM.
+
+    Full profile on a GPU: 12 layers, d=768, 12 heads, T=1024, vocabulary 50304, bf16 autocast, SDPA,
+    ``torch.compile`` and fused AdamW, on random tokens (the data does not change the arithmetic).
+    FLOPs per token are 6·N + 12·L·T·d (PaLM, appendix B: the weights plus the attention scores);
+    tokens/s is the median over the logged intervals after the first third of the run (compilation excluded).
+    Elsewhere a tiny configuration checks the code path and MFU is None.
+    """
+    from .models import build_model, count_params
+    from .profiles import current_profile
+
+    device = as_device(None)
+    full = (profile or current_profile()) == "full" and device.type == "cuda"
+    L, d, H, T, V, B = (12, 768, 12, 1024, 50304, 16) if full else (2, 64, 4, 64, 512, 4)
+    model = build_model("transformer", "lm", vocab_size=V, d_model=d, n_layers=L, n_heads=H)
+    n_params = count_params(model)
+    flops_per_token = 6 * n_params + 12 * L * T * d
+
+    def batch(gen: torch.Generator):
+        x = torch.randint(0, V, (B, T + 1), generator=gen)
+        return x[:, :-1], x[:, 1:]
+
+    config = TrainConfig(
+        max_steps=steps if full else 6, warmup_steps=1, compile=full, log_every=5 if full else 1, progress=False
+    )
+    result = train(model, batch, config, flops_per_token=flops_per_token, device=device)
+    h = result.history
+    tok_s = float(h["tokens_per_s"].iloc[len(h) // 3 :].median())
+    peak = peak_flops(device, autocast_dtype(device))
+    return {
+        "device": device_name(device),
+        "config": f"{L} layers, d={d}, {H} heads, T={T}, batch {B}, vocab {V}, compile={full}",
+        "parameters": n_params,
+        "flops_per_token": flops_per_token,
+        "tokens_per_s": round(tok_s),
+        "peak_flops": peak,
+        "mfu": None if peak is None else round(flops_per_token * tok_s / peak, 4),
+    }

@@ -1,0 +1,171 @@
+"""Benchmark harness: timing, memory, sweeps that stop at OOM or a time limit, exponent fits, mixer modes."""
+
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from seqlib import bench
+
+
+def test_time_fn_measures_a_sleep():
+    r = bench.time_fn(lambda: time.sleep(0.005), warmup=1, repeats=5, device="cpu")
+    assert 4.5 <= r["median_ms"] < 50 and r["repeats"] == 5
+    assert r["q25_ms"] <= r["median_ms"] <= r["q75_ms"] and r["iqr_ms"] >= 0
+    with pytest.raises(ValueError):
+        bench.time_fn(lambda: None, repeats=0, device="cpu")
+
+
+def test_peak_memory_on_cpu_sees_temporaries():
+    def fn():
+        a = torch.ones(1024, 1024)  # 4 MiB, freed before b
+        del a
+        b = torch.ones(512, 1024)  # 2 MiB
+        return b.sum()
+
+    peak = bench.peak_memory(fn, "cpu")
+    assert 4 * 2**20 <= peak < 5 * 2**20  # the peak is the larger temporary, not the sum
+
+
+def test_sweep_one_row_per_length():
+    df = bench.sweep(
+        lambda n: lambda: torch.ones(n).cumsum(0),
+        [64, 16, 32],
+        device="cpu",
+        warmup=1,
+        repeats=2,
+        labels={"arch": "toy"},
+    )
+    assert df["seq_len"].tolist() == [16, 32, 64]  # shortest first
+    assert (df["status"] == "ok").all() and (df["arch"] == "toy").all() and (df["mode"] == "call").all()
+    assert (df["median_ms"] > 0).all() and (df["peak_mem_bytes"] >= 0).all()
+
+
+def test_sweep_stops_at_oom():
+    def make_fn(n):
+        def fn():
+            if n > 32:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 64.00 GiB")
+            return torch.zeros(n)
+
+        return fn
+
+    df = bench.sweep(make_fn, [16, 32, 64, 128, 256], device="cpu", warmup=1, repeats=2)
+    assert df["seq_len"].tolist() == [16, 32, 64]
+    assert df["status"].tolist() == ["ok", "ok", "oom"]
+    assert np.isnan(df["median_ms"].iloc[-1])
+
+
+def test_sweep_reraises_other_errors():
+    def make_fn(n):
+        def fn():
+            raise ValueError("a bug, not a memory limit")
+
+        return fn
+
+    with pytest.raises(ValueError, match="a bug"):
+        bench.sweep(make_fn, [8], device="cpu")
+
+
+def test_sweep_stops_when_a_call_is_too_slow():
+    df = bench.sweep(
+        lambda n: lambda: time.sleep(n / 1000),
+        [1, 2, 100, 200],
+        device="cpu",
+        max_seconds=0.05,
+        warmup=1,
+        repeats=2,
+        memory=False,
+    )
+    assert df["status"].tolist() == ["ok", "ok", "too slow"]
+    assert "peak_mem_bytes" not in df
+
+
+@pytest.mark.parametrize("k", [1.0, 2.0])
+def test_fit_exponent_recovers_slope(k):
+    n = np.array([16, 32, 64, 128, 256, 512, 1024])
+    assert bench.fit_exponent(n, 3.0 * n**k) == pytest.approx(k, abs=1e-9)
+    # a constant overhead flattens the short lengths; the fit on the longest half still sees ~k
+    with_overhead = 1.0 + 100 * (n / 1024) ** k  # 1 ms of launch overhead, 100 ms of work at the longest
+    tail, everything = bench.fit_exponent(n, with_overhead), bench.fit_exponent(n, with_overhead, tail=1.0)
+    assert tail == pytest.approx(k, abs=0.25) and abs(tail - k) < abs(everything - k) - 0.05
+
+
+def test_fit_ignores_missing_points_and_needs_two():
+    assert bench.fit_exponent([1, 2, 4, 8], [1.0, 4.0, None, float("nan")]) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="two"):
+        bench.fit_exponent([1, 2], [1.0, None])
+    k, c = bench.fit_power_law([10, 100], [5.0, 50.0])
+    assert k == pytest.approx(1.0) and c == pytest.approx(0.5)
+
+
+class ToyMixer(nn.Module):
+    """Causal running sum of a projection: a mixer with the streaming contract (state: (B, D))."""
+
+    def __init__(self, d_model=8):
+        super().__init__()
+        self.d_model, self.proj = d_model, nn.Linear(d_model, d_model)
+
+    def forward(self, x):  # (B, T, D)
+        return self.proj(x).cumsum(1)
+
+    def init_state(self, batch_size, device=None, dtype=None):
+        return torch.zeros(batch_size, self.d_model, device=device, dtype=dtype)
+
+    def step(self, x_t, state):  # (B, D)
+        s = state + self.proj(x_t)
+        return s, s
+
+    def state_size(self, seq_len):
+        return self.d_model
+
+
+class KVMixer(ToyMixer):
+    """Keeps every past input, like a KV cache: the state grows with the prefix."""
+
+    def init_state(self, batch_size, device=None, dtype=None):
+        return {"k": torch.zeros(batch_size, 0, self.d_model, device=device, dtype=dtype)}
+
+    def step(self, x_t, state):
+        k = torch.cat([state["k"], x_t[:, None]], 1)  # (B, n+1, D)
+        return self.proj(k.sum(1)), {"k": k}
+
+    def state_size(self, seq_len):
+        return seq_len * self.d_model
+
+
+@pytest.mark.parametrize("mode", bench.MODES)
+def test_bench_mixer_modes(mode):
+    df = bench.bench_mixer(
+        ToyMixer, [4, 8], mode=mode, batch_size=2, device="cpu", warmup=1, repeats=2, labels={"arch": "toy"}
+    )
+    assert df["seq_len"].tolist() == [4, 8] and (df["status"] == "ok").all() and (df["mode"] == mode).all()
+    assert (df["tokens_per_s"] > 0).all()
+    if mode == "decode":
+        assert df["state_bytes_per_seq"].tolist() == [8 * 4, 8 * 4]  # (D,) float32 per sequence
+        assert df["state_numbers_per_seq"].tolist() == [8, 8]
+
+
+def test_decode_state_grows_with_a_kv_cache():
+    df = bench.bench_mixer(KVMixer, [4, 16], mode="decode", batch_size=2, device="cpu", warmup=1, repeats=2)
+    assert df["state_bytes_per_seq"].tolist() == [4 * 8 * 4, 16 * 8 * 4]
+    assert df["state_numbers_per_seq"].tolist() == [32, 128]
+    fn, extra = bench.decode_fn(KVMixer(), 3, batch_size=1, device="cpu")
+    assert fn().shape == (1, 8) and extra["state_bytes_per_seq"] == 3 * 8 * 4
+    with pytest.raises(ValueError, match="mode"):
+        bench.bench_mixer(KVMixer, [4], mode="generate", device="cpu")
+
+
+def test_train_mode_counts_gradients_as_memory():
+    mixer = nn.Linear(256, 256)
+    mixer.d_model = 256
+    fn = bench.train_step_fn(mixer, torch.randn(1, 4, 256))
+    fn()
+    assert bench.peak_memory(fn, "cpu") >= 256 * 256 * 4  # the weight's gradient is allocated by the call
+
+
+def test_tensor_bytes_counts_shared_storage_once():
+    t = torch.zeros(10, 4)
+    assert bench.tensor_bytes({"a": t, "b": [t[1:], (torch.zeros(3, dtype=torch.float64),)]}) == 160 + 24

@@ -1,0 +1,109 @@
+"""The book's plumbing: the setup cell, the table of contents, execute and check."""
+
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from seqlib import book
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def repository_url() -> str:
+    return yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+
+
+def test_config_is_jupyter_book_1():
+    cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert cfg["execute"]["execute_notebooks"] == "off"
+    assert cfg["bibtex_bibfiles"] == ["references.bib"]
+    assert cfg["launch_buttons"]["colab_url"].startswith("https://colab.research.google.com")
+    assert cfg["html"]["use_repository_button"] is True
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_setup_cell_installs_from_the_configured_repository(path):
+    nb = nbformat.read(path, as_version=4)
+    first = nb.cells[0] if nb.cells[0].cell_type == "code" else nb.cells[1]
+    assert first.cell_type == "code", f"{path.name}: the setup cell must come first (after an optional title)"
+    urls = re.findall(r"seqlib @ git\+(\S+?)[\"']", first.source)
+    assert urls == [repository_url()], (
+        f"{path.name}: setup cell installs from {urls}, _config.yml says {repository_url()}"
+    )
+    assert "from seqlib.book import setup" in first.source and "setup()" in first.source
+
+
+def test_toc_lists_every_notebook_and_only_existing_files():
+    listed = book.toc_notebooks(ROOT)
+    assert sorted(listed) == NOTEBOOKS, "every notebook in notebooks/ must be in _toc.yml, and only those"
+    toc = (ROOT / "_toc.yml").read_text()
+    for f in re.findall(r"file:\s*(\S+)", toc) + re.findall(r"root:\s*(\S+)", toc):
+        assert any((ROOT / (f + ext)).exists() for ext in ("", ".md", ".ipynb")), f"_toc.yml lists missing {f}"
+
+
+def test_notebooks_are_numbered_in_book_order():
+    names = [p.name for p in book.toc_notebooks(ROOT)]
+    assert names == sorted(names)
+    assert all(re.fullmatch(r"\d\d_[a-z0-9_]+\.ipynb", n) for n in names)
+
+
+def _notebook(tmp_path, *sources, outputs=True) -> Path:
+    nb = nbformat.v4.new_notebook()
+    for i, src in enumerate(sources):
+        cell = nbformat.v4.new_code_cell(src)
+        if outputs:
+            cell.execution_count = i + 1
+        nb.cells.append(cell)
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def test_code_cells_hash_tracks_code_only():
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_markdown_cell("a")])
+    h = book.code_cells_hash(nb)
+    nb.cells[1].source = "b"
+    assert book.code_cells_hash(nb) == h
+    nb.cells[0].source = "x = 2"
+    assert book.code_cells_hash(nb) != h
+
+
+def test_check_fails_without_outputs_and_on_errors(tmp_path, capsys):
+    path = _notebook(tmp_path, "x = 1", outputs=False)
+    assert book.check([path]) == 1
+    assert "NO OUTPUTS" in capsys.readouterr().out
+
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[0].execution_count = 1
+    nb.cells[0].outputs = [nbformat.v4.new_output("error", ename="ValueError", evalue="boom", traceback=[])]
+    nbformat.write(nb, path)
+    assert book.check([path]) == 1
+    assert "ValueError: boom" in capsys.readouterr().out
+
+
+def test_execute_records_metadata_and_log_then_check_passes(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SEQLIB_PROFILE", "smoke")
+    path = _notebook(tmp_path, "print(6 * 7)", outputs=False)
+    log = tmp_path / "book_execution.json"
+    book.execute([path], timeout=120, log_path=log)
+    nb = nbformat.read(path, as_version=4)
+    assert nb.cells[0].outputs[0]["text"].strip() == "42"
+    meta = nb.metadata["seqlib"]
+    assert meta["profile"] == "smoke" and meta["code_cells_hash"] == book.code_cells_hash(nb)
+    assert meta["wall_time_s"] >= 0 and meta["device"]
+    assert str(path) in log.read_text() or path.name in log.read_text()
+    status = book.notebook_status(path)
+    assert status["executed"] and not status["stale"] and not status["errors"]
+    assert book.check([path]) == 0
+    # --strict: a smoke run on a CPU is not what the rendered book needs
+    assert book.check([path], strict=True) == 1
+    assert "NOT A FULL-PROFILE GPU RUN" in capsys.readouterr().out
+
+
+def test_cli_rejects_a_path_that_is_not_a_notebook(tmp_path):
+    with pytest.raises(SystemExit):
+        book.main(["check", str(tmp_path / "missing.ipynb")])

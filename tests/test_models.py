@@ -1,0 +1,331 @@
+"""The mixer contract, checked for every architecture in the registry (float64, CPU, tiny sizes)."""
+
+import pytest
+import torch
+
+from seqlib.bench import tensor_bytes
+from seqlib.models import (
+    MIXERS,
+    CNNModel,
+    ConvTransformer,
+    LSTMModel,
+    StreamingNotSupported,
+    TransformerModel,
+    TransformerWithRecurrence,
+    beam_search,
+    build_model,
+    count_params,
+    greedy_decode,
+    match_d_model,
+)
+
+ARCHS = list(MIXERS)
+D, B, T = 16, 2, 23
+# small windows/segments/chunks so that T crosses their boundaries
+OPTIONS = {
+    "longformer": {"window": 5},
+    "recurrent_transformer": {"segment_len": 8, "memory_size": 3},
+    "linear_attention": {"chunk_size": 8},
+    "mamba": {"chunk_size": 8},
+    "rwkv": {"chunk_size": 8},
+}
+
+
+def make(arch, causal=True, impl="fast", layer_idx=1):
+    torch.manual_seed(0)
+    return MIXERS[arch](d_model=D, causal=causal, impl=impl, layer_idx=layer_idx, **OPTIONS.get(arch, {})).double()
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    torch.manual_seed(0)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_shape_and_dtype(arch):
+    m = make(arch)
+    x = torch.randn(B, T, D, dtype=torch.float64)
+    y = m(x)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_causal(arch):
+    m = make(arch)
+    x = torch.randn(B, T, D, dtype=torch.float64)
+    y = m(x)
+    for t in (0, 7, T - 2):
+        x2 = x.clone()
+        x2[:, t + 1 :] = torch.randn_like(x2[:, t + 1 :])
+        y2 = m(x2)
+        torch.testing.assert_close(y2[:, : t + 1], y[:, : t + 1], atol=1e-10, rtol=0)
+        assert not torch.allclose(y2[:, t + 1 :], y[:, t + 1 :]), "changing the future changed nothing at all"
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_reference_equals_fast_outputs_and_gradients(arch):
+    fast = make(arch)
+    ref = make(arch, impl="reference")
+    ref.load_state_dict(fast.state_dict())
+    x = torch.randn(B, T, D, dtype=torch.float64, requires_grad=True)
+    y_fast = fast(x)
+    (g_fast,) = torch.autograd.grad(y_fast.pow(2).sum(), x)
+    y_ref = ref(x)
+    (g_ref,) = torch.autograd.grad(y_ref.pow(2).sum(), x)
+    torch.testing.assert_close(y_fast, y_ref, atol=1e-8, rtol=1e-6)
+    torch.testing.assert_close(g_fast, g_ref, atol=1e-8, rtol=1e-6)
+    pf = torch.autograd.grad(fast(x).sum(), list(fast.parameters()), allow_unused=True)
+    pr = torch.autograd.grad(ref(x).sum(), list(ref.parameters()), allow_unused=True)
+    for a, b in zip(pf, pr, strict=True):
+        if a is None or b is None:
+            assert a is None and b is None
+        else:
+            torch.testing.assert_close(a, b, atol=1e-8, rtol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_step_equals_forward(arch):
+    m = make(arch)
+    if not m.supports_step:
+        with pytest.raises(StreamingNotSupported):
+            m.init_state(B)
+        return
+    x = torch.randn(B, T, D, dtype=torch.float64)
+    y = m(x)
+    state = m.init_state(B)
+    ys = []
+    for t in range(T):
+        y_t, state = m.step(x[:, t], state)
+        ys.append(y_t)
+    torch.testing.assert_close(torch.stack(ys, 1), y, atol=1e-9, rtol=1e-7)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_state_size_counts_the_numbers_the_state_really_holds(arch):
+    m = make(arch)
+    if not m.supports_step:
+        return
+    state = m.init_state(B)
+    x = torch.randn(B, 20, D, dtype=torch.float64)
+    for n in range(1, 21):  # across segment, window and chunk boundaries
+        _, state = m.step(x[:, n - 1].clone(), state)  # a fresh tensor, as in real decoding
+        held = tensor_bytes(state) / (B * x.element_size())
+        assert held == m.state_size(n), (
+            f"{arch} after {n} tokens: state holds {held} numbers, state_size says {m.state_size(n)}"
+        )
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_bad_inputs_get_clear_errors(arch):
+    m = make(arch)
+    with pytest.raises(ValueError, match="batch, time"):
+        m(torch.randn(T, D, dtype=torch.float64))
+    with pytest.raises(TypeError, match="floating"):
+        m(torch.zeros(B, T, D, dtype=torch.long))
+    with pytest.raises(ValueError, match="d_model"):
+        m(torch.randn(B, T, D + 1, dtype=torch.float64))
+    with pytest.raises(ValueError, match="mask"):
+        m(torch.randn(B, T, D, dtype=torch.float64), torch.ones(B, T + 1, dtype=torch.bool))
+    with pytest.raises(TypeError, match="mask"):
+        m(torch.randn(B, T, D, dtype=torch.float64), torch.ones(B, T))
+    if m.supports_step:
+        with pytest.raises(ValueError, match="step"):
+            m.step(torch.randn(B, T, D, dtype=torch.float64), m.init_state(B))
+    with pytest.raises(TypeError):
+        MIXERS[arch](d_model=D, not_an_option=1)
+    with pytest.raises(ValueError):
+        MIXERS[arch](d_model=0)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_step_refused_in_bidirectional_form(arch):
+    if not MIXERS[arch].supports_bidirectional:
+        with pytest.raises(ValueError, match="bidirectional"):
+            make(arch, causal=False)
+        return
+    m = make(arch, causal=False)
+    with pytest.raises(StreamingNotSupported):
+        m.init_state(B)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_classifier_ignores_padding(arch):
+    torch.manual_seed(0)
+    model = (
+        build_model(arch, "classify", vocab_size=11, d_model=D, n_layers=2, num_classes=3, **OPTIONS.get(arch, {}))
+        .double()
+        .eval()
+    )
+    lengths = torch.tensor([T, 9])
+    tokens = torch.randint(1, 11, (B, T))
+    mask = torch.arange(T) < lengths[:, None]
+    out = model(tokens, mask)
+    junk = torch.where(mask, tokens, torch.randint(1, 11, (B, T)))
+    torch.testing.assert_close(model(junk, mask), out, atol=1e-10, rtol=0)
+    alone = model(tokens[1:, :9], mask[1:, :9])  # the short sequence without any padding
+    torch.testing.assert_close(alone, out[1:], atol=1e-9, rtol=1e-7)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_tiny_model_overfits_a_fixed_batch(arch):
+    torch.manual_seed(0)
+    model = build_model(arch, "lm", vocab_size=8, d_model=32, n_layers=2, **OPTIONS.get(arch, {}))
+    x = torch.randint(0, 8, (4, 16))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    loss0 = None
+    for _ in range(150):
+        loss = torch.nn.functional.cross_entropy(model(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten())
+        loss0 = loss0 if loss0 is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.25 * loss0, f"{arch}: loss {loss0:.3f} -> {loss.item():.3f}"
+
+
+@pytest.mark.parametrize("arch", [a for a in ARCHS if MIXERS[a].supports_step])
+def test_language_model_streaming_equals_forward(arch):
+    torch.manual_seed(0)
+    lm = build_model(arch, "lm", vocab_size=13, d_model=D, n_layers=2, **OPTIONS.get(arch, {})).double().eval()
+    tokens = torch.randint(0, 13, (B, T))
+    full = lm(tokens)
+    state = lm.init_state(B)
+    steps = []
+    for t in range(T):
+        logits, state = lm.step(tokens[:, t], state)
+        steps.append(logits)
+    torch.testing.assert_close(torch.stack(steps, 1), full, atol=1e-9, rtol=1e-7)
+    out = lm.generate(tokens[:, :3], 5, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (B, 8) and torch.equal(out[:, :3], tokens[:, :3])
+
+
+def test_hybrid_pattern_and_options_per_architecture():
+    lm = build_model(
+        ["mamba", "transformer"],
+        "lm",
+        vocab_size=10,
+        d_model=D,
+        n_layers=4,
+        transformer={"n_heads": 2},
+        mamba={"d_state": 4},
+    )
+    kinds = [type(b.mixer).__name__ for b in lm.backbone.blocks]
+    assert kinds == ["MambaMixer", "AttentionMixer", "MambaMixer", "AttentionMixer"]
+    assert lm(torch.randint(0, 10, (2, 12))).shape == (2, 12, 10)
+
+
+def test_build_model_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="unknown architecture"):
+        build_model("lstmm", "lm", vocab_size=10, d_model=D, n_layers=1)
+    with pytest.raises(ValueError, match="unknown task"):
+        build_model("lstm", "translate", vocab_size=10, d_model=D, n_layers=1)
+    with pytest.raises(ValueError, match="num_classes"):
+        build_model("lstm", "classify", vocab_size=10, d_model=D, n_layers=1)
+    with pytest.raises(ValueError, match="causal"):
+        build_model("lstm", "lm", vocab_size=10, d_model=D, n_layers=1, causal=False)
+    with pytest.raises(TypeError, match="bad option"):
+        build_model("lstm", "lm", vocab_size=10, d_model=D, n_layers=1, n_kernels=3)
+
+
+def test_token_and_position_errors():
+    lm = build_model(
+        "transformer", "lm", vocab_size=10, d_model=D, n_layers=1, pos_encoding="learned", max_len=16, rope=False
+    )
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        lm(torch.tensor([[1, 2, 10]]))
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        lm(torch.tensor([[-1, 2]]))
+    with pytest.raises(TypeError, match="integer"):
+        lm(torch.zeros(1, 4))
+    with pytest.raises(ValueError, match="position table"):
+        lm(torch.zeros(1, 17, dtype=torch.long))
+    assert lm(torch.zeros(1, 16, dtype=torch.long)).shape == (1, 16, 10)
+
+
+@pytest.mark.parametrize("pos", ["learned", "sinusoidal"])
+def test_absolute_positions_stream(pos):
+    torch.manual_seed(0)
+    lm = build_model(
+        "transformer", "lm", vocab_size=10, d_model=D, n_layers=2, pos_encoding=pos, max_len=32, rope=False
+    ).double()
+    tokens = torch.randint(0, 10, (B, 12))
+    state = lm.init_state(B)
+    logits = []
+    for t in range(12):
+        out, state = lm.step(tokens[:, t], state)
+        logits.append(out)
+    torch.testing.assert_close(torch.stack(logits, 1), lm(tokens), atol=1e-9, rtol=1e-7)
+
+
+def test_classifier_mask_must_be_right_padding():
+    model = build_model("lstm", "classify", vocab_size=10, d_model=D, n_layers=1, num_classes=2)
+    tokens = torch.randint(0, 10, (2, 5))
+    with pytest.raises(ValueError, match="right"):
+        model(tokens, torch.tensor([[False, True, True, True, True]] * 2))
+
+
+@pytest.mark.parametrize("arch", ["transformer", "lstm", "cnn"])
+def test_seq2seq_shapes_and_decoding(arch):
+    torch.manual_seed(0)
+    model = build_model(arch, "seq2seq", vocab_size=12, tgt_vocab_size=9, d_model=D, n_layers=2).eval()
+    src = torch.randint(3, 12, (B, 7))
+    src_mask = torch.arange(7) < torch.tensor([[7], [4]])
+    tgt_in = torch.randint(0, 9, (B, 5))
+    assert model(src, tgt_in, src_mask).shape == (B, 5, 9)
+    greedy = greedy_decode(model, src, src_mask, bos_id=1, eos_id=2, max_len=6)
+    assert greedy.shape[0] == B and greedy.shape[1] <= 6
+    beams = beam_search(model, src, src_mask, bos_id=1, eos_id=2, beam_size=3, max_len=6)
+    assert len(beams) == B and all(len(b) <= 6 for b in beams)
+    # beam size 1 is greedy search
+    one = beam_search(model, src, src_mask, bos_id=1, eos_id=2, beam_size=1, max_len=6)
+    for b in range(B):
+        g = greedy[b].tolist()
+        g = g[: g.index(2)] if 2 in g else g
+        assert one[b] == g
+
+
+def test_seq2seq_padding_of_the_source_is_ignored():
+    torch.manual_seed(0)
+    model = build_model("transformer", "seq2seq", vocab_size=12, tgt_vocab_size=9, d_model=D, n_layers=1).double()
+    src = torch.randint(3, 12, (1, 7))
+    tgt_in = torch.randint(0, 9, (1, 4))
+    short = model(src[:, :4], tgt_in)
+    padded = model(src, tgt_in, torch.arange(7)[None] < 4)
+    torch.testing.assert_close(padded, short, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("pair", [("lstm", "transformer"), ("cnn", "mamba"), ("rwkv", "s4")])
+def test_match_d_model_lands_within_ten_percent(pair):
+    target = 200_000
+    for arch in pair:
+        d = match_d_model(arch, "lm", target, vocab_size=65, n_layers=2)
+        n = count_params(build_model(arch, "lm", vocab_size=65, d_model=d, n_layers=2))
+        assert abs(n - target) / target <= 0.10, (arch, d, n)
+    with pytest.raises(ValueError, match="within"):
+        match_d_model("lstm", "lm", 50, vocab_size=65, n_layers=2)
+
+
+def test_outline_classes_run_with_the_outline_arguments():
+    tokens = torch.randint(0, 100, (2, 20))
+    assert LSTMModel(100, 32, 48, 2)(tokens).shape == (2, 20, 100)
+    assert CNNModel(100, 32, 16, [3, 4, 5])(tokens).shape == (2, 2)  # fixed: classes, not vocab_size
+    tm = TransformerModel(100, 32, 4, 2).eval()
+    assert tm(tokens).shape == (2, 20, 100)
+    # fixed: causal by default, so the future cannot leak into the past
+    t2 = tokens.clone()
+    t2[:, 10:] = (t2[:, 10:] + 1) % 100
+    torch.testing.assert_close(tm(t2)[:, :10], tm(tokens)[:, :10])
+    leaky = TransformerModel(100, 32, 4, 2, causal=False).eval()  # the outline's bug, kept for chapter 3
+    assert not torch.allclose(leaky(t2)[:, :10], leaky(tokens)[:, :10])
+    with pytest.raises(ValueError, match="max_len"):
+        tm(torch.zeros(1, 513, dtype=torch.long))
+    x = torch.randn(2, 20, 32)
+    assert ConvTransformer(32, 4)(x).shape == (2, 20, 32)
+    twr = TransformerWithRecurrence(32, 4, memory_size=8)
+    out, memory = twr(x)
+    assert out.shape == (2, 20, 32)  # fixed: only the positions of x come back
+    out2, memory2 = twr(torch.randn(3, 20, 32), None)  # fixed: a new batch size works
+    assert out2.shape == (3, 20, 32)
+    out3, memory3 = twr(x, memory)
+    assert memory3.shape == memory.shape  # fixed: bounded memory
+    assert not memory3.requires_grad or memory3.grad_fn is None  # fixed: detached between calls

@@ -1,0 +1,54 @@
+"""Profiles: the SEQLIB_PROFILE switch and every experiment declared with both sizes."""
+
+import pytest
+import torch
+
+from seqlib import profiles
+from seqlib.train import TrainConfig
+
+
+def test_current_profile(monkeypatch):
+    monkeypatch.setenv("SEQLIB_PROFILE", "smoke")
+    assert profiles.current_profile() == "smoke"
+    monkeypatch.setenv("SEQLIB_PROFILE", "full")
+    assert profiles.current_profile() == "full"
+    monkeypatch.setenv("SEQLIB_PROFILE", "fast")
+    with pytest.raises(ValueError, match="smoke, full"):
+        profiles.current_profile()
+    monkeypatch.delenv("SEQLIB_PROFILE")
+    assert profiles.current_profile() == ("full" if torch.cuda.is_available() else "smoke")
+
+
+def _shape(d):
+    return {k: _shape(v) for k, v in d.items()} if isinstance(d, dict) else None
+
+
+@pytest.mark.parametrize("name", sorted(profiles.EXPERIMENTS))
+def test_experiment_has_both_sizes_with_the_same_keys(name):
+    exp = profiles.EXPERIMENTS[name]
+    assert set(exp) == {"smoke", "full"}
+    assert _shape(exp["smoke"]) == _shape(exp["full"])
+    if "train" in exp["smoke"]:
+        smoke, full = TrainConfig(**exp["smoke"]["train"]), TrainConfig(**exp["full"]["train"])
+        assert smoke.max_steps and smoke.max_seconds is None  # smoke: steps
+        assert full.max_seconds and full.max_steps is None  # full: seconds, the same time on any GPU
+
+
+def test_declared_sizes():
+    assert profiles.get("char_lm", "smoke")["model"]["d_model"] == 64
+    assert profiles.get("synthetic", "smoke")["lengths"] == [32, 64]
+    assert profiles.get("synthetic", "full")["lengths"] == [64, 256, 1024, 4096]
+    assert profiles.get("bench_scaling", "full")["lengths"] == [2**k for k in range(7, 16)]
+    assert 1_000_000 <= profiles.get("char_lm", "full")["model"]["target_params"] <= 10_000_000
+
+
+def test_get_returns_a_copy_and_validates(monkeypatch):
+    cfg = profiles.get("char_lm", "smoke")
+    cfg["model"]["d_model"] = 1
+    assert profiles.get("char_lm", "smoke")["model"]["d_model"] == 64
+    monkeypatch.setenv("SEQLIB_PROFILE", "full")
+    assert profiles.get("char_lm") == profiles.EXPERIMENTS["char_lm"]["full"]
+    with pytest.raises(KeyError, match="char_lm"):
+        profiles.get("char_llm")
+    with pytest.raises(ValueError, match="profile"):
+        profiles.get("char_lm", "medium")

@@ -1,0 +1,161 @@
+"""RWKV-4: chunked WKV == stable recurrence == stepping, causality, padding, channel mix."""
+
+import pytest
+import torch
+
+from seqlib.models.base import StreamingNotSupported
+from seqlib.models.rwkv import RWKVChannelMix, RWKVMixer, wkv_chunked, wkv_reference
+
+D, T, CHUNK = 16, 37, 8  # T is not a multiple of the chunk
+TOL = dict(atol=1e-10, rtol=1e-8)
+
+
+def make(causal=True, **options):
+    torch.manual_seed(0)
+    return RWKVMixer(D, causal=causal, chunk_size=CHUNK, **options).double()
+
+
+def inputs(T=T, seed=1):
+    torch.manual_seed(seed)
+    x = torch.randn(2, T, D, dtype=torch.float64)
+    mask = torch.arange(T) < torch.tensor([T, max(T // 2, 1)])[:, None]  # second sequence is right-padded
+    return x, mask
+
+
+def outputs_and_grads(module, fn, x, *args):
+    x = x.clone().requires_grad_(True)
+    y = fn(x, *args)
+    weights = torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)
+    params = [x, *module.parameters()]
+    grads = torch.autograd.grad((y * weights).sum(), params, allow_unused=True)  # T=1: no decay is used
+    return y.detach(), [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+
+
+def wkv_by_definition(w, u, k, v):
+    """wkv_t straight from the formula (no stabilisation): fine for small keys in float64."""
+    out = []
+    for t in range(k.shape[1]):
+        i = torch.arange(t, dtype=k.dtype)
+        weights = torch.exp(-(t - 1 - i)[:, None] * w + k[:, :t])  # (B, t, D)
+        now = torch.exp(u + k[:, t])
+        out.append(((weights * v[:, :t]).sum(1) + now * v[:, t]) / (weights.sum(1) + now))
+    return torch.stack(out, 1)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("length", [T, 1, 5, 16])  # also T=1, T < chunk_size, a multiple of it
+def test_fast_equals_reference_with_gradients(causal, length):
+    m = make(causal)
+    x, mask = inputs(length)
+    y_fast, g_fast = outputs_and_grads(m, m.forward_fast, x, mask)
+    y_ref, g_ref = outputs_and_grads(m, m.forward_reference, x, mask)
+    assert y_fast.shape == x.shape
+    torch.testing.assert_close(y_fast, y_ref, **TOL)
+    for a, b in zip(g_fast, g_ref, strict=True):
+        torch.testing.assert_close(a, b, **TOL)
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 8, 64])
+def test_wkv_forms_agree_with_the_formula(chunk):
+    torch.manual_seed(2)
+    k, v = torch.randn(2, T, 5, dtype=torch.float64), torch.randn(2, T, 5, dtype=torch.float64)
+    w, u = torch.exp(torch.linspace(-5, 3, 5, dtype=torch.float64)), torch.randn(5, dtype=torch.float64)
+    expected = wkv_by_definition(w, u, k, v)
+    torch.testing.assert_close(wkv_reference(w, u, k, v), expected, **TOL)
+    torch.testing.assert_close(wkv_chunked(w, u, k, v, chunk_size=chunk), expected, **TOL)
+
+
+@pytest.mark.parametrize("key_scale", [10.0, 20.0])
+def test_wkv_chunked_stable_for_large_keys_float32(key_scale):
+    """Keys far beyond exp's float32 range (e^88): both forms stay finite and agree."""
+    torch.manual_seed(3)
+    k, v = torch.randn(2, 300, D) * key_scale, torch.randn(2, 300, D)
+    w, u = torch.exp(torch.linspace(-5, 3, D)), torch.randn(D)
+    assert k.abs().max() > 30
+    fast, ref = wkv_chunked(w, u, k, v, chunk_size=64), wkv_reference(w, u, k, v)
+    assert torch.isfinite(fast).all() and torch.isfinite(ref).all()
+    torch.testing.assert_close(fast, ref, atol=1e-3, rtol=1e-3)
+
+
+def test_stepping_equals_forward():
+    m = make()
+    x, _ = inputs()
+    state = m.init_state(batch_size=2)
+    ys = []
+    for t in range(T):
+        y_t, state = m.step(x[:, t], state)
+        ys.append(y_t)
+    torch.testing.assert_close(torch.stack(ys, 1), m(x), **TOL)
+    assert sum(s[0].numel() for s in state) == m.state_size(T) == 4 * D
+
+
+@pytest.mark.parametrize("impl", ["fast", "reference"])
+def test_causal(impl):
+    m = make(impl=impl)
+    x, _ = inputs()
+    x2 = x.clone()
+    x2[:, 20:] += torch.randn_like(x2[:, 20:])
+    y, y2 = m(x), m(x2)
+    torch.testing.assert_close(y[:, :20], y2[:, :20], **TOL)
+    assert (y[:, 20:] - y2[:, 20:]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("impl", ["fast", "reference"])
+def test_bidirectional_ignores_padding(impl):
+    m = make(causal=False, impl=impl)
+    x, mask = inputs()
+    n = int(mask[1].sum())
+    x2 = x.clone()
+    x2[1, n:] = 100 * torch.randn_like(x2[1, n:])
+    y, y2 = m(x, mask), m(x2, mask)
+    torch.testing.assert_close(y[1, :n], y2[1, :n], **TOL)
+    torch.testing.assert_close(y[1, :n], m(x[1:, :n])[0], **TOL)  # same as the unpadded sequence alone
+    assert (y[1, :n] - m(x[1:])[0, :n]).abs().max() > 1e-3  # without the mask the padding does leak
+    assert (y[1, 0] - m(x[1:, :1])[0, 0]).abs().max() > 1e-3  # and it sees the future
+    with pytest.raises(ValueError, match="right-padded"):
+        m(x, mask.flip(1))
+
+
+def test_channel_mix_forward_equals_stepping():
+    torch.manual_seed(0)
+    ffn = RWKVChannelMix(D, hidden_mult=2).double()
+    x, _ = inputs()
+    prev, ys = torch.zeros(2, D, dtype=torch.float64), []
+    for t in range(T):
+        y_t, prev = ffn.step(x[:, t], prev)
+        ys.append(y_t)
+    y = ffn(x)
+    torch.testing.assert_close(torch.stack(ys, 1), y, **TOL)
+    assert ffn.key.out_features == 2 * D
+    x2 = x.clone()
+    x2[:, 20] += 1.0  # token shift: a token reaches itself and the next position only
+    diff = (ffn(x2) - y).abs().amax(dim=(0, 2))
+    assert diff[20] > 1e-6 and diff[21] > 1e-6 and diff[:20].max() == 0 and diff[22:].max() == 0
+    with pytest.raises(ValueError, match="d_model"):
+        ffn(x[:, :, :3])
+    with pytest.raises(ValueError, match="hidden_mult"):
+        RWKVChannelMix(D, hidden_mult=0)
+
+
+def test_autocast_bf16():
+    for causal in (True, False):
+        torch.manual_seed(0)
+        m = RWKVMixer(D, causal=causal, chunk_size=CHUNK)
+        x = torch.randn(2, T, D)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = m(x)
+        assert y.dtype == torch.bfloat16 and torch.isfinite(y).all()
+        ref = m(x)
+        assert (y.float() - ref).norm() / ref.norm() < 0.05
+
+
+def test_bad_options_and_inputs():
+    with pytest.raises(ValueError, match="chunk_size"):
+        RWKVMixer(D, chunk_size=0)
+    with pytest.raises(TypeError):
+        RWKVMixer(D, n_heads=4)  # not an RWKV option
+    with pytest.raises(StreamingNotSupported):
+        RWKVMixer(D, causal=False).step(torch.zeros(2, D), None)
+    m = make()
+    with pytest.raises(ValueError, match="one token"):
+        m.step(torch.zeros(2, 3, D, dtype=torch.float64), m.init_state(2))

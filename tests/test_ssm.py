@@ -1,0 +1,212 @@
+"""S4D and Mamba: fast (FFT / chunked scan) == reference recurrence == stepping, causality, padding, stability."""
+
+import math
+
+import pytest
+import torch
+
+from seqlib.models.base import StreamingNotSupported
+from seqlib.models.ssm import (
+    MambaMixer,
+    S4DMixer,
+    fft_conv,
+    linear_scan,
+    reverse_padded,
+    selective_scan_chunked,
+    selective_scan_ref,
+)
+
+D, T, CHUNK = 16, 37, 8  # T is not a multiple of the chunk
+TOL = dict(atol=1e-10, rtol=1e-8)
+MIXERS = {
+    "s4": lambda causal, **kw: S4DMixer(D, causal=causal, d_state=8, **kw),
+    "mamba": lambda causal, **kw: MambaMixer(D, causal=causal, chunk_size=CHUNK, **kw),
+}
+
+
+def make(name, causal=True, **options):
+    torch.manual_seed(0)
+    return MIXERS[name](causal, **options).double()
+
+
+def inputs(T=T, seed=1):
+    torch.manual_seed(seed)
+    x = torch.randn(2, T, D, dtype=torch.float64)
+    mask = torch.arange(T) < torch.tensor([T, max(T // 2, 1)])[:, None]  # second sequence is right-padded
+    return x, mask
+
+
+def outputs_and_grads(mixer, fn, x, mask=None):
+    x = x.clone().requires_grad_(True)
+    y = fn(x, mask)
+    weights = torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)
+    grads = torch.autograd.grad((y * weights).sum(), [x, *mixer.parameters()])
+    return y.detach(), grads
+
+
+@pytest.mark.parametrize("name", list(MIXERS))
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("length", [T, 1, 5, 16])  # also T=1, T < chunk_size, a multiple of it
+def test_fast_equals_reference_with_gradients(name, causal, length):
+    m = make(name, causal)
+    x, mask = inputs(length)
+    y_fast, g_fast = outputs_and_grads(m, m.forward_fast, x, mask)
+    y_ref, g_ref = outputs_and_grads(m, m.forward_reference, x, mask)
+    assert y_fast.shape == x.shape
+    torch.testing.assert_close(y_fast, y_ref, **TOL)
+    for a, b in zip(g_fast, g_ref, strict=True):
+        torch.testing.assert_close(a, b, **TOL)
+
+
+@pytest.mark.parametrize("name", list(MIXERS))
+def test_stepping_equals_forward(name):
+    m = make(name)
+    x, _ = inputs()
+    state = m.init_state(batch_size=2)
+    ys = []
+    for t in range(T):
+        y_t, state = m.step(x[:, t], state)
+        ys.append(y_t)
+    torch.testing.assert_close(torch.stack(ys, 1), m(x), **TOL)
+    states = state if isinstance(state, tuple) else (state,)
+    held = sum(s[0].numel() * (2 if s.is_complex() else 1) for s in states)  # complex = two real numbers
+    assert held == m.state_size(T) == m.state_size(10 * T)
+
+
+def test_state_sizes():
+    assert S4DMixer(32, d_state=64).state_size(100) == 32 * 64
+    assert MambaMixer(32, d_state=16, expand=2, d_conv=4).state_size(100) == 2 * 32 * (16 + 3)
+
+
+@pytest.mark.parametrize("name", list(MIXERS))
+@pytest.mark.parametrize("impl", ["fast", "reference"])
+def test_causal(name, impl):
+    m = make(name, impl=impl)
+    x, _ = inputs()
+    x2 = x.clone()
+    x2[:, 20:] += torch.randn_like(x2[:, 20:])
+    y, y2 = m(x), m(x2)
+    torch.testing.assert_close(y[:, :20], y2[:, :20], **TOL)
+    assert (y[:, 20:] - y2[:, 20:]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("name", list(MIXERS))
+@pytest.mark.parametrize("impl", ["fast", "reference"])
+def test_bidirectional_ignores_padding(name, impl):
+    m = make(name, causal=False, impl=impl)
+    x, mask = inputs()
+    n = int(mask[1].sum())
+    x2 = x.clone()
+    x2[1, n:] = 100 * torch.randn_like(x2[1, n:])
+    y, y2 = m(x, mask), m(x2, mask)
+    torch.testing.assert_close(y[1, :n], y2[1, :n], **TOL)
+    torch.testing.assert_close(y[1, :n], m(x[1:, :n])[0], **TOL)  # same as the unpadded sequence alone
+    assert (y[1, :n] - m(x[1:])[0, :n]).abs().max() > 1e-3  # without the mask the padding does leak
+    assert (y[1, 0] - m(x[1:, :1])[0, 0]).abs().max() > 1e-3  # and it sees the future
+
+
+def test_reverse_padded():
+    x = torch.arange(2 * 5, dtype=torch.float).view(2, 5, 1)
+    mask = torch.tensor([[True] * 5, [True, True, True, False, False]])
+    assert reverse_padded(x, mask)[..., 0].tolist() == [[4, 3, 2, 1, 0], [7, 6, 5, 8, 9]]
+    torch.testing.assert_close(reverse_padded(reverse_padded(x, mask), mask), x)
+    with pytest.raises(ValueError, match="right-padded"):
+        reverse_padded(x, mask.flip(1))
+
+
+def test_mamba_bidirectional_rejects_left_padding():
+    m = make("mamba", causal=False)
+    x, mask = inputs()
+    with pytest.raises(ValueError, match="right-padded"):
+        m(x, mask.flip(1))
+
+
+def test_fft_conv_matches_direct_convolution():
+    torch.manual_seed(3)
+    u, k = torch.randn(2, 3, 11, dtype=torch.float64), torch.randn(3, 11, dtype=torch.float64)
+    direct = torch.stack([sum(k[:, t - s] * u[..., s] for s in range(t + 1)) for t in range(11)], -1)
+    torch.testing.assert_close(fft_conv(u, k), direct, **TOL)
+
+
+@pytest.mark.parametrize("length", [1, 8, 13])  # a power of 2 and not
+def test_linear_scan_matches_loop_with_gradients(length):
+    torch.manual_seed(4)
+    a = torch.rand(3, length, 2, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, length, 2, dtype=torch.float64, requires_grad=True)
+    h, hs = torch.zeros(3, 2, dtype=torch.float64), []
+    for t in range(length):
+        h = a[:, t] * h + b[:, t]
+        hs.append(h)
+    loop, scan = torch.stack(hs, 1), linear_scan(a, b)
+    torch.testing.assert_close(scan, loop, **TOL)
+    w = torch.randn_like(loop)
+    grads_scan = torch.autograd.grad((scan * w).sum(), [a, b])
+    grads_loop = torch.autograd.grad((loop * w).sum(), [a, b])
+    for g_scan, g_loop in zip(grads_scan, grads_loop, strict=True):
+        torch.testing.assert_close(g_scan, g_loop, **TOL)
+    assert torch.autograd.gradcheck(linear_scan, (a, b))
+
+
+def _scan_inputs(T, dt_scale, A_scale, seed=5, dtype=torch.float32):
+    torch.manual_seed(seed)
+    Di, N = 6, 16
+    u = torch.randn(2, Di, T, dtype=dtype)
+    delta = torch.nn.functional.softplus(torch.randn(2, Di, T, dtype=dtype) * 3) * dt_scale
+    A = -torch.arange(1, N + 1, dtype=dtype).repeat(Di, 1) * A_scale
+    B, C = torch.randn(2, N, T, dtype=dtype), torch.randn(2, N, T, dtype=dtype)
+    return u, delta, A, B, C, torch.ones(Di, dtype=dtype)
+
+
+@pytest.mark.parametrize("dt_scale, A_scale", [(1.0, 100.0), (1e-3, 1.0), (1.0, 1.0)])
+def test_chunked_scan_stable_long_sequences(dt_scale, A_scale):
+    """T=2048 in float32 with strong decays (exp(dt*A) underflows to 0), weak ones, and mixed: no inf/nan."""
+    args = [t.requires_grad_(t.dtype.is_floating_point) for t in _scan_inputs(2048, dt_scale, A_scale)]
+    y = selective_scan_chunked(*args, chunk_size=64)
+    grads = torch.autograd.grad(y.square().sum(), args)
+    assert torch.isfinite(y).all() and all(torch.isfinite(g).all() for g in grads)
+    torch.testing.assert_close(y, selective_scan_ref(*args), atol=1e-4, rtol=1e-4)
+
+
+def test_mamba_long_sequence_with_strong_decays():
+    m = MambaMixer(D, chunk_size=64)
+    with torch.no_grad():
+        m.fwd.A_log.add_(math.log(100.0))  # A 100x stronger
+        m.fwd.dt_proj.bias.fill_(5.0)  # dt ~ 5
+    x = torch.randn(1, 2048, D, requires_grad=True)
+    y = m(x)
+    (g,) = torch.autograd.grad(y.square().sum(), [x])
+    assert torch.isfinite(y).all() and torch.isfinite(g).all()
+
+
+@pytest.mark.parametrize("name", list(MIXERS))
+@pytest.mark.parametrize("causal", [True, False])
+def test_autocast_bf16(name, causal):
+    torch.manual_seed(0)
+    m = MIXERS[name](causal)
+    x = torch.randn(2, T, D)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = m(x)
+    assert y.dtype == torch.bfloat16 and torch.isfinite(y).all()
+    ref = m(x)
+    assert (y.float() - ref).norm() / ref.norm() < 0.05
+
+
+def test_bad_options_and_inputs():
+    with pytest.raises(ValueError, match="even"):
+        S4DMixer(D, d_state=7)
+    with pytest.raises(ValueError, match="dt_min"):
+        S4DMixer(D, dt_min=0.1, dt_max=0.01)
+    with pytest.raises(ValueError, match="d_conv"):
+        MambaMixer(D, d_conv=0)
+    with pytest.raises(ValueError, match="dt_rank"):
+        MambaMixer(D, dt_rank=0)
+    with pytest.raises(TypeError):
+        MambaMixer(D, n_heads=4)  # not a Mamba option
+    with pytest.raises(TypeError):
+        S4DMixer(D, d_conv=4)
+    for name in MIXERS:
+        with pytest.raises(StreamingNotSupported):
+            make(name, causal=False).init_state(2)
+        m = make(name)
+        with pytest.raises(ValueError, match="one token"):
+            m.step(torch.zeros(2, D + 1, dtype=torch.float64), m.init_state(2))

@@ -1,0 +1,314 @@
+"""The trainer: budgets, schedule, evaluation, losses, and exact resume from a checkpoint."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from seqlib.train import (
+    TrainConfig,
+    Trainer,
+    classify_loss,
+    learning_rate,
+    lm_loss,
+    regression_loss,
+    seq2seq_loss,
+    train,
+)
+
+V, D, T, B = 16, 16, 8, 4
+
+
+class TinyLM(nn.Module):
+    """Embedding -> dropout -> linear: tokens (B, T) -> logits (B, T, V). Dropout makes the RNG matter."""
+
+    def __init__(self, dropout: float = 0.1):
+        super().__init__()
+        self.emb, self.drop, self.head = nn.Embedding(V, D), nn.Dropout(dropout), nn.Linear(D, V)
+
+    def forward(self, x):
+        return self.head(self.drop(self.emb(x)))
+
+
+def get_batch(gen: torch.Generator):
+    """The task: predict (token + 1) mod V."""
+    x = torch.randint(0, V, (B, T), generator=gen)
+    return x, (x + 1) % V
+
+
+def config(**kw) -> TrainConfig:
+    kw = {"max_steps": 20, "lr": 1e-2, "warmup_steps": 2, "progress": False, "log_every": 1, **kw}
+    return TrainConfig(**kw)
+
+
+def make_model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return TinyLM()
+
+
+def test_loss_goes_down():
+    res = train(make_model(), get_batch, config(max_steps=60), loss_fn=lm_loss, eval_batches=get_batch)
+    h = res.history
+    assert res.steps == 60 and res.stopped_by == "max_steps"
+    assert h["train_loss"].iloc[-5:].mean() < 0.3 * h["train_loss"].iloc[:5].mean()
+    assert res.metrics["val_loss"] < 1.0 and res.metrics["val_accuracy"] > 0.9
+    assert res.tokens == 60 * B * T and res.tokens_per_s > 0
+    assert res.n_params == sum(p.numel() for p in TinyLM().parameters())
+    assert res.mfu is None  # no flops_per_token, and no peak on CPU
+    assert math.isclose(res.perplexity, math.exp(res.metrics["val_loss"]))
+
+
+def test_schedule_warmup_then_cosine_to_min_lr():
+    c = TrainConfig(max_steps=100, lr=1.0, min_lr=0.1, warmup_steps=10)
+    lrs = [learning_rate(c, s, s / 100, 0.1) for s in range(100)]
+    assert lrs[0] == pytest.approx(1 / 11) and lrs[9] == pytest.approx(10 / 11)
+    assert lrs[10] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[10:-1], lrs[11:], strict=True))
+    assert learning_rate(c, 100, 1.0, 0.1) == pytest.approx(0.1)
+    assert TrainConfig(max_steps=40).warmup == 2 and TrainConfig(max_steps=40, warmup_steps=0.25).warmup == 10
+    assert TrainConfig(max_seconds=5).warmup == 100
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},  # no budget
+        {"max_steps": 0},
+        {"max_steps": 10, "max_seconds": -1},
+        {"max_steps": 10, "lr": 0},
+        {"max_steps": 10, "min_lr": 1.0},
+        {"max_steps": 10, "amp": "fp8"},
+        {"max_steps": 10, "eval_every": 0},
+        {"max_steps": 10, "checkpoint_every": 5},  # without checkpoint_path
+        {"max_seconds": 10, "warmup_steps": 0.1},  # a fraction of max_steps needs max_steps
+        {"max_steps": 10, "betas": (0.9, 1.0)},
+        {"max_steps": 10, "grad_clip": 0},
+    ],
+)
+def test_invalid_config_raises(kw):
+    with pytest.raises(ValueError):
+        TrainConfig(**kw)
+
+
+def test_fp16_on_cpu_raises():
+    with pytest.raises(ValueError, match="CUDA"):
+        Trainer(make_model(), get_batch, config(amp="fp16"), device="cpu")
+
+
+def test_max_seconds_budget_stops(monkeypatch):
+    import seqlib.train
+
+    clock = [0.0]  # a fake clock: every batch "takes" 10 ms, so the test does not depend on the machine's load
+    monkeypatch.setattr(seqlib.train.time, "perf_counter", lambda: clock[0])
+
+    def slow_batch(gen):
+        clock[0] += 0.01
+        return get_batch(gen)
+
+    res = train(make_model(), slow_batch, config(max_steps=None, max_seconds=0.2, warmup_steps=1))
+    assert res.stopped_by == "max_seconds"
+    assert 0.2 <= res.train_seconds < 0.25
+    assert 19 <= res.steps <= 21  # each step takes 10 ms: 20 fit, plus at most the one that crosses the line
+    assert res.history["lr"].iloc[-1] < 0.25 * 1e-2  # the schedule follows the clock down to min_lr
+
+
+def test_eval_every_n_steps_and_at_the_end():
+    res = train(make_model(), get_batch, config(max_steps=10, eval_every=4, log_every=100), eval_batches=get_batch)
+    h = res.history
+    assert h["step"].tolist() == [4, 8, 10]
+    assert h["val_loss"].notna().all() and h["val_accuracy"].between(0, 1).all()
+
+
+def test_evaluation_does_not_change_training():
+    a, b = make_model(), make_model()
+    train(a, get_batch, config())
+    calls = []
+
+    def evaluate(model):
+        calls.append(torch.rand(1))  # consumes the global RNG
+        return {"score": 1.0}
+
+    res = train(b, get_batch, config(eval_every=3), eval_batches=get_batch, evaluate=evaluate)
+    assert len(calls) == 7 and res.metrics["score"] == 1.0
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def crashing(fn, at: int):
+    calls = [0]
+
+    def wrapped(gen):
+        calls[0] += 1
+        if calls[0] == at:
+            raise Crash("simulated disconnect")
+        return fn(gen)
+
+    return wrapped
+
+
+class FixedBatches:
+    """A deterministic re-iterable data set; ``crash_at`` raises on that batch of the first pass."""
+
+    def __init__(self, n: int = 6, crash_at: int | None = None):
+        gen = torch.Generator().manual_seed(123)
+        self.batches = [get_batch(gen) for _ in range(n)]
+        self.crash_at, self.served = crash_at, 0
+
+    def __iter__(self):
+        for b in self.batches:
+            self.served += 1
+            if self.served == self.crash_at:
+                raise Crash("simulated disconnect")
+            yield b
+
+
+@pytest.mark.parametrize("form", ["function", "iterable"])
+def test_resume_after_crash_equals_uninterrupted_run(tmp_path, form):
+    ckpt = str(tmp_path / "run.pt")
+    data = get_batch if form == "function" else FixedBatches()
+    ref_model = make_model()
+    ref = train(ref_model, data, config(eval_every=4), eval_batches=get_batch)
+
+    crash_data = crashing(get_batch, at=13) if form == "function" else FixedBatches(crash_at=13)
+    cfg = config(eval_every=4, checkpoint_path=ckpt, checkpoint_every=5, log_every=3)
+    with pytest.raises(Crash):
+        train(make_model(), crash_data, cfg, eval_batches=get_batch)
+    assert torch.load(ckpt, weights_only=True)["step"] == 10
+
+    resumed_model = make_model(seed=99)  # a different init: everything must come from the checkpoint
+    data = get_batch if form == "function" else FixedBatches()
+    res = train(resumed_model, data, cfg, eval_batches=get_batch)
+    assert res.steps == 20
+    for p, q in zip(ref_model.parameters(), resumed_model.parameters(), strict=True):
+        assert torch.equal(p, q)
+    # same losses at the steps both logged (the crashed run logged every 3 steps, the reference every step)
+    h = res.history.set_index("step")
+    r = ref.history.set_index("step").loc[h.index]
+    assert h.index.tolist() == [3, 4, 6, 8, 9, 12, 15, 16, 18, 20]
+    assert h["lr"].tolist() == r["lr"].tolist()
+    assert h["val_loss"].dropna().tolist() == r["val_loss"].dropna().tolist()
+    # a row logs the mean over its interval: rebuild it from the reference's per-step losses
+    per_step = ref.history.set_index("step")["train_loss"]
+    starts = [0, *h.index[:-1]]
+    for (end, loss), start in zip(h["train_loss"].items(), starts, strict=True):
+        assert loss == pytest.approx(per_step.loc[start + 1 : end].mean(), rel=1e-6)
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    ckpt = str(tmp_path / "run.pt")
+    train(make_model(), get_batch, config(max_steps=4, checkpoint_path=ckpt))
+    with pytest.raises(ValueError, match="lr"):
+        train(make_model(), get_batch, config(max_steps=8, lr=0.5, checkpoint_path=ckpt))
+
+
+def test_data_exhausted_and_epochs():
+    one_shot = iter(FixedBatches(7).batches)
+    res = train(make_model(), one_shot, config(max_steps=20))
+    assert res.steps == 7 and res.stopped_by == "data exhausted"
+    res = train(make_model(), FixedBatches(3).batches, config(max_steps=10))  # a list: re-iterated per epoch
+    assert res.steps == 10
+    with pytest.raises(TypeError, match="re-iterable"):
+        train(make_model(), get_batch, config(), eval_batches=iter(FixedBatches(2).batches))
+
+
+def test_bad_batch_structure_is_explained():
+    with pytest.raises(ValueError, match=r"lm_loss expects batches \(tokens, targets\)"):
+        train(make_model(), lambda g: get_batch(g)[0], config())
+
+
+class TinyClassifier(nn.Module):
+    def __init__(self, n_classes=3):
+        super().__init__()
+        self.emb, self.head = nn.Embedding(V, D), nn.Linear(D, n_classes)
+
+    def forward(self, tokens, mask=None):
+        h = self.emb(tokens)  # (B, T, D)
+        m = mask.unsqueeze(-1).float()
+        return self.head((h * m).sum(1) / m.sum(1))  # (B, C)
+
+
+class TinySeq2Seq(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.src, self.tgt, self.head = nn.Embedding(V, D), nn.Embedding(V, D), nn.Linear(D, V)
+
+    def forward(self, src, tgt_in, src_mask=None):
+        ctx = self.src(src).mean(1, keepdim=True)  # (B, 1, D)
+        return self.head(self.tgt(tgt_in) + ctx)  # (B, T, V)
+
+
+class TinyRegressor(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(2, 1)
+
+    def forward(self, x):  # (B, T, 2) -> (B, 1)
+        return self.lin(x).sum(1)
+
+
+def test_classify_seq2seq_regression_losses():
+    def cls_batch(gen):
+        tokens = torch.randint(0, V, (B, T), generator=gen)
+        mask = torch.ones(B, T, dtype=torch.bool)
+        mask[:, 5:] = False
+        return tokens, mask, tokens[:, 0] % 3
+
+    res = train(TinyClassifier(), cls_batch, config(max_steps=5), loss_fn=classify_loss, eval_batches=cls_batch)
+    assert res.tokens == 5 * B * 5  # real tokens only
+    assert 0 <= res.metrics["val_accuracy"] <= 1 and res.metrics["val_loss"] > 0
+
+    def s2s_batch(gen):
+        src = torch.randint(0, V, (B, T), generator=gen)
+        tgt = torch.randint(0, V, (B, T + 1), generator=gen)
+        tgt_out = tgt[:, 1:].clone()
+        tgt_out[:, -2:] = -100  # padding
+        return src, None, tgt[:, :-1], tgt_out
+
+    res = train(TinySeq2Seq(), s2s_batch, config(max_steps=5), loss_fn=seq2seq_loss, eval_batches=s2s_batch)
+    assert res.tokens == 5 * B * (T - 2) and "val_accuracy" in res.metrics
+
+    def reg_batch(gen):
+        x = torch.randn(B, T, 2, generator=gen)
+        return x, x[..., 0].sum(1)
+
+    cfg = config(max_steps=40, lr=0.1)
+    res = train(TinyRegressor(), reg_batch, cfg, loss_fn=regression_loss, eval_batches=reg_batch)
+    assert res.metrics["val_loss"] < 0.5 * res.history["train_loss"].iloc[0]
+    with pytest.raises(ValueError, match="prediction"):
+        train(TinyRegressor(), lambda g: (reg_batch(g)[0], torch.zeros(B, 2)), config(), loss_fn=regression_loss)
+
+
+def test_device_helpers_pick_precision_and_peak(monkeypatch):
+    from seqlib import device as dev
+
+    assert dev.autocast_dtype("cpu") is None and not dev.needs_grad_scaler("cpu")
+    assert dev.peak_flops("cpu", torch.bfloat16) is None
+    assert dev.device_name("cpu").startswith("cpu (") and "cores)" in dev.device_name("cpu")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # emulated bf16 says True on a T4
+    for capability, dtype in [((7, 5), torch.float16), ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)]:
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None, c=capability: c)
+        assert dev.autocast_dtype("cuda") == dtype
+        assert dev.needs_grad_scaler("cuda") == (dtype == torch.float16)
+    for name, dtype, peak in [
+        ("NVIDIA H100 80GB HBM3", torch.bfloat16, 989e12),
+        ("NVIDIA H100 PCIe", torch.bfloat16, 756e12),
+        ("NVIDIA A100-SXM4-40GB", torch.bfloat16, 312e12),
+        ("Tesla T4", torch.float16, 65e12),
+        ("Tesla T4", torch.bfloat16, None),
+        ("NVIDIA L4", torch.bfloat16, 121e12),
+        ("Some Future GPU", torch.bfloat16, None),
+    ]:
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None, n=name: n)
+        assert dev.peak_flops("cuda", dtype) == peak, name
+
+
+def test_mfu_uses_flops_per_token_and_the_peak(monkeypatch):
+    import seqlib.train as train_module
+
+    monkeypatch.setattr(train_module, "peak_flops", lambda device, dtype: 1e9)
+    res = train(make_model(), get_batch, config(max_steps=3), flops_per_token=600.0)
+    assert res.mfu == pytest.approx(600.0 * res.tokens_per_s / 1e9)
