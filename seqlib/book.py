@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import sys
+import textwrap
 import time
 import warnings
 from datetime import datetime, timezone
@@ -44,20 +45,28 @@ def setup(seed: int = 0) -> str:
     cuda = torch.version.cuda or "none"
     print(f"seqlib {_version()} | torch {torch.__version__} (CUDA {cuda}) | python {platform.python_version()}")
     print(f"device: {device_name()} | profile: {profile}")
+    notes = []
     if torch.cuda.is_available():
         major, _ = torch.cuda.get_device_capability()
         if major < 8:
-            print(
-                "This GPU has no bfloat16: training uses float16 with a gradient scaler, and the full profile's "
-                "time budgets reach fewer steps than on the GPU the book was rendered on."
+            notes.append(
+                "This GPU has no bfloat16: training uses float16 with a gradient scaler, and the full "
+                "profile's time budgets reach fewer steps than on the GPU the book was rendered on."
             )
     else:
-        print(
-            "No GPU found: the smoke profile runs (small models, a few steps) so every cell works in seconds to "
-            "minutes. On Colab choose Runtime > Change runtime type > T4 GPU for the full profile."
+        notes.append(
+            "No GPU found: the smoke profile runs (small models, a few steps), so every cell works in "
+            "seconds to minutes. On Colab choose Runtime > Change runtime type > T4 GPU for the full profile."
+        )
+    if profile == "smoke":
+        notes.append(
+            "Smoke profile: small models and short runs that check every cell works. Figures on this page "
+            "describe this run, not the architectures at full size."
         )
     if profile == "full" and not torch.cuda.is_available():
-        print("Warning: SEQLIB_PROFILE=full on a CPU will take a long time.")
+        notes.append("Warning: SEQLIB_PROFILE=full on a CPU will take a long time.")
+    for note in notes:
+        print(textwrap.fill(note, width=88))
     return profile
 
 
@@ -235,9 +244,18 @@ def main(argv: list[str] | None = None) -> int:
     ck = sub.add_parser("check", help="fail on notebooks without outputs or with errors; print their state")
     ck.add_argument("notebooks", nargs="*", type=Path, help="default: every notebook of _toc.yml")
     ck.add_argument("--strict", action="store_true", help="also fail on stale notebooks and non-GPU executions")
+    vh = sub.add_parser("verify-html", help="open every page of the built book in headless Chromium and check it")
+    vh.add_argument("--build-dir", type=Path, default=ROOT / "_build" / "html")
+    vh.add_argument("--screenshots", type=Path, help="folder for screenshots of the pages named by --shot")
+    vh.add_argument("--shot", action="append", default=[], help="a page to screenshot, e.g. notebooks/00_setup.html")
     args = parser.parse_args(argv)
 
-    for p in args.notebooks:
+    if args.cmd == "verify-html":
+        from .htmlcheck import verify
+
+        return 1 if verify(args.build_dir, args.screenshots, args.shot) else 0
+
+    for p in getattr(args, "notebooks", []):
         if not p.exists() or p.suffix != ".ipynb":
             parser.error(f"not a notebook: {p}")
     paths = [p.resolve() for p in args.notebooks] or toc_notebooks()

@@ -1,0 +1,68 @@
+"""Data for the course: corpora, tokenizers, synthetic tasks and batching.
+
+* ``corpora``: ``load_corpus(name, split=None)`` gives tiny Shakespeare, WikiText-2, SST-2, IMDB and
+  Multi30k as Hugging Face datasets, read from the local mirror named by ``SEQLIB_DATA`` (checked against
+  its ``SHA256SUMS``) or from the hub when it is unset.
+* ``tokenizers``: ``CharTokenizer``, ``WordTokenizer``, ``train_bpe`` (byte-level BPE, cached on disk).
+* ``synthetic``: copying, selective copying, associative recall, induction heads, the adding problem
+  (``SYNTHETIC_TASKS``) and ``token_accuracy``.
+* ``batching``: ``lm_batches``, ``lm_eval_batches``, ``classification_batches``, ``seq2seq_batches``.
+* ``loaders``: ``load_char_lm``, ``load_word_lm``, ``load_classification``, ``load_translation``.
+"""
+
+from .batching import classification_batches, lm_batches, lm_eval_batches, pad_right, seq2seq_batches
+from .corpora import CORPORA, SPLITS, ChecksumError, cache_dir, data_root, load_corpus
+from .loaders import (
+    ClassificationSplit,
+    TranslationSplit,
+    load_char_lm,
+    load_classification,
+    load_translation,
+    load_word_lm,
+)
+from .synthetic import (
+    IGNORE_INDEX,
+    REGRESSION_TASKS,
+    SYNTHETIC_TASKS,
+    adding_problem,
+    associative_recall,
+    copying,
+    induction_heads,
+    selective_copying,
+    token_accuracy,
+)
+from .tokenizers import SPECIAL_TOKENS, BPETokenizer, CharTokenizer, WordTokenizer, train_bpe
+
+__all__ = [
+    "CORPORA",
+    "IGNORE_INDEX",
+    "REGRESSION_TASKS",
+    "SPECIAL_TOKENS",
+    "SPLITS",
+    "SYNTHETIC_TASKS",
+    "BPETokenizer",
+    "CharTokenizer",
+    "ChecksumError",
+    "ClassificationSplit",
+    "TranslationSplit",
+    "WordTokenizer",
+    "adding_problem",
+    "associative_recall",
+    "cache_dir",
+    "classification_batches",
+    "copying",
+    "data_root",
+    "induction_heads",
+    "lm_batches",
+    "lm_eval_batches",
+    "load_char_lm",
+    "load_classification",
+    "load_corpus",
+    "load_translation",
+    "load_word_lm",
+    "pad_right",
+    "selective_copying",
+    "seq2seq_batches",
+    "token_accuracy",
+    "train_bpe",
+]
