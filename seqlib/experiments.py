@@ -8,6 +8,7 @@ record written by ``seqlib.results.record`` (with provenance) when a name is giv
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,10 +38,28 @@ class Run:
         return self.arch if isinstance(self.arch, str) else "+".join(self.arch)
 
 
+def _match_on_meta(arch, task: str, target: int, n_layers: int, multiple: int, build_kwargs: dict) -> int:
+    """``match_d_model`` with the candidate models built on the meta device (shapes only: no memory, no init),
+    about 20 times faster than building them for real; falls back to real models if a mixer cannot."""
+    try:
+        with torch.device("meta"):
+            return match_d_model(arch, task, target, n_layers=n_layers, multiple=multiple, **build_kwargs)
+    except ValueError:
+        raise
+    except Exception:  # a mixer whose construction needs real tensors
+        return match_d_model(arch, task, target, n_layers=n_layers, multiple=multiple, **build_kwargs)
+
+
 def _model_size(arch, task: str, model_cfg: dict, build_kwargs: dict, match: bool) -> int:
     target = model_cfg.pop("target_params", None)
     if match and target:
-        return match_d_model(arch, task, target, n_layers=model_cfg["n_layers"], **build_kwargs)
+        # widths in multiples of 8 are the fastest; a small model may need the finer grid of 4 to land within 10%
+        for multiple in (8, 4):
+            try:
+                return _match_on_meta(arch, task, target, model_cfg["n_layers"], multiple, build_kwargs)
+            except ValueError:
+                if multiple == 4:
+                    raise
     return model_cfg["d_model"]
 
 
@@ -82,12 +101,13 @@ def run_lm(
     ``TransformerModel``; ``model_options`` go to ``build_model``.
     """
     cfg = profiles.get(experiment, profile)
-    if experiment == "char_lm":
+    corpus = cfg.get("lm_data", experiment)  # an experiment may declare which corpus it trains on
+    if corpus == "char_lm":
         train_ids, val_ids, tok = load_char_lm("tiny_shakespeare")
-    elif experiment == "word_lm":
+    elif corpus == "word_lm":
         train_ids, val_ids, _, tok = load_word_lm("wikitext2")
     else:
-        raise ValueError(f"run_lm runs 'char_lm' or 'word_lm', not {experiment!r}")
+        raise ValueError(f"run_lm runs 'char_lm' or 'word_lm' (or an experiment with lm_data set), not {experiment!r}")
     vocab = tok.vocab_size
     model_cfg = {**cfg["model"]}
     build_kwargs = {"vocab_size": vocab, **model_options}
@@ -114,7 +134,7 @@ def run_lm(
         device=default_device(),
     )
     extra: dict[str, Any] = {"tokenizer": tok, "n_params": n_params}
-    if experiment == "char_lm":
+    if corpus == "char_lm":
         extra["bits_per_char"] = result.metrics.get("val_loss", float("nan")) / math.log(2)
     config = {**{k: v for k, v in cfg.items() if k != "model"}, "model": {**model_cfg, **model_options}}
     return _finish(Run(arch, model, result, config, extra), record_as, seed)
@@ -143,6 +163,40 @@ def sample_text(
 
 
 # ----------------------------------------------------------------------------- classification
+@functools.lru_cache(maxsize=4)
+def classification_data(dataset: str, vocab_size: int, max_len: int, max_examples: int | None = None):
+    """``load_classification`` once per process and setting: sweeps over architectures and seeds reuse the
+    tokenized splits (encoding IMDB takes seconds); the splits are never modified in place.
+
+    ``max_examples`` (quick runs): draw that many texts of each split at random (seed 0) *before* training the
+    BPE tokenizer and encoding, so that a smoke run does not encode IMDB's 50,000 reviews."""
+    if not max_examples:
+        return load_classification(dataset, vocab_size=vocab_size, max_len=max_len)
+    from .data import load_corpus
+    from .data.loaders import ClassificationSplit, _clean, column
+    from .data.tokenizers import train_bpe
+
+    text_col = "sentence" if dataset == "sst2" else "text"
+
+    def pick(split: str):
+        rows = load_corpus(dataset, split)
+        texts, labels = _clean(dataset, column(rows, text_col)), column(rows, "label")
+        idx = torch.randperm(len(texts), generator=torch.Generator().manual_seed(0))[:max_examples].tolist()
+        return [texts[i] for i in idx], [labels[i] for i in idx]
+
+    (train_texts, train_labels), (test_texts, test_labels) = (
+        pick("train"),
+        pick("validation" if dataset == "sst2" else "test"),
+    )
+    tok = train_bpe(train_texts, vocab_size, name=f"{dataset}-train{max_examples}")
+
+    def split(texts, labels):
+        tokens = [ids[:max_len] for ids in tok.encode_batch(texts)]
+        return ClassificationSplit(tokens, torch.tensor(labels, dtype=torch.long), tok.pad_id, max_len)
+
+    return split(train_texts, train_labels), split(test_texts, test_labels), tok
+
+
 def run_classification(
     arch,
     dataset: str = "sst2",
@@ -163,10 +217,14 @@ def run_classification(
         raise ValueError(f"dataset must be 'sst2' or 'imdb', got {dataset!r}")
     cfg = profiles.get(experiment, profile)
     data = cfg["data"]
-    train_split, test_split, tok = load_classification(dataset, vocab_size=data["vocab_size"], max_len=data["max_len"])
+    train_split, test_split, tok = classification_data(
+        dataset, data["vocab_size"], data["max_len"], data.get("max_examples")
+    )
     if data.get("max_examples"):
         train_split = train_split.subset(data["max_examples"], seed)
         test_split = test_split.subset(data["max_examples"], seed)
+    if data.get("max_eval_examples") and len(test_split) > data["max_eval_examples"]:
+        test_split = test_split.subset(data["max_eval_examples"], 0)  # the same held-out examples for every seed
     model_cfg = {**cfg["model"]}
     num_classes = model_cfg.pop("num_classes")
     build_kwargs = {"vocab_size": tok.vocab_size, "num_classes": num_classes, **model_options}
@@ -272,3 +330,126 @@ def run_synthetic(
         "batch_size": bs,
     }
     return Run(arch, model, result, config)
+
+
+# ----------------------------------------------------------------------------- translation (chapter 9)
+@functools.lru_cache(maxsize=2)
+def _load_translation_cached(vocab_size: int, src_lang: str, tgt_lang: str):
+    """``load_translation`` once per process and setting: every model of a chapter trains on the same data
+    (the splits are never modified: ``run_translation`` builds its own cut training split)."""
+    from .data import load_translation
+
+    return load_translation("multi30k", vocab_size=vocab_size, src_lang=src_lang, tgt_lang=tgt_lang)
+
+
+def run_translation(
+    arch,
+    *,
+    profile: str | None = None,
+    seed: int = 0,
+    record_as: str | None = None,
+    progress: bool = True,
+    train_overrides: dict | None = None,
+    **model_options,
+) -> Run:
+    """Train an encoder-decoder on Multi30k (English -> German by default) and score it on test2016.
+
+    ``arch`` is the encoder's mixer (and the decoder's, unless ``decoder=...`` is given: e.g. ``"cnn"`` with
+    ``decoder="transformer"``); every decoder layer adds cross-attention to the encoder states. Parameters are
+    matched to the profile's ``target_params``. After training, the first ``decode.n_sentences`` test sentences
+    are translated greedily (batched) and the first ``decode.n_beam`` of them also with beam search; the
+    metrics gain ``test_bleu``/``test_chrf`` (greedy), ``subset_bleu_greedy``/``subset_bleu_beam`` (the same
+    subset both ways) and decoding times. ``run.extra`` holds the tokenizers, the sources, references and
+    translations (``"greedy"``, ``"beam"``).
+    """
+    import time
+
+    from .data import TranslationSplit
+    from .train import seq2seq_loss
+    from .translation import bleu_chrf, translate
+
+    cfg = profiles.get("translate_multi30k", profile)
+    data, dec = cfg["data"], cfg["decode"]
+    train_split, val_split, test_split, src_tok, tgt_tok = _load_translation_cached(
+        data["vocab_size"], data["src_lang"], data["tgt_lang"]
+    )
+    n_train = len(train_split)
+    keep = list(range(n_train))
+    if data.get("max_examples") and data["max_examples"] < n_train:
+        keep = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed))[: data["max_examples"]].tolist()
+    L = data["max_len"]  # sentences are cut to max_len subwords for training (Multi30k's are rarely longer)
+    train_split = TranslationSplit(
+        [train_split.src[i][:L] for i in keep],
+        [train_split.tgt[i][:L] for i in keep],
+        [train_split.src_texts[i] for i in keep],
+        [train_split.tgt_texts[i] for i in keep],
+        train_split.pad_id,
+        train_split.bos_id,
+        train_split.eos_id,
+    )
+    model_cfg = {**cfg["model"]}
+    extra_build = {k: v for k, v in model_cfg.items() if k not in ("d_model", "n_layers", "target_params")}
+    build_kwargs = {
+        "vocab_size": src_tok.vocab_size,
+        "tgt_vocab_size": tgt_tok.vocab_size,
+        **extra_build,
+        **model_options,
+    }
+    model_cfg["d_model"] = _model_size(arch, "seq2seq", model_cfg, build_kwargs, True)
+    model = build_model(arch, "seq2seq", d_model=model_cfg["d_model"], n_layers=model_cfg["n_layers"], **build_kwargs)
+    bs = data["batch_size"]
+    epoch = [0]
+
+    def batches():  # an endless stream of shuffled epochs (batches of similar lengths)
+        while True:
+            yield from train_split.batches(bs, shuffle=True, seed=seed + epoch[0])
+            epoch[0] += 1
+
+    stream = batches()
+    eval_batches = list(val_split.batches(bs, shuffle=True, seed=12345))  # a fixed mix of lengths
+    result = train(
+        model,
+        lambda gen: next(stream),
+        _train_config(cfg, seed, progress, train_overrides),
+        loss_fn=seq2seq_loss,
+        eval_batches=eval_batches,
+        device=default_device(),
+    )
+    config = {**{k: v for k, v in cfg.items() if k != "model"}, "model": {**model_cfg, **model_options}}
+    run = Run(arch, model, result, config, {"src_tokenizer": src_tok, "tgt_tokenizer": tgt_tok})
+
+    n, n_beam = min(dec["n_sentences"], len(test_split)), min(dec["n_beam"], dec["n_sentences"], len(test_split))
+    src_texts, refs = test_split.src_texts[:n], test_split.tgt_texts[:n]
+    t0 = time.perf_counter()
+    greedy = translate(run, src_texts, beam_size=1, max_len=dec["max_len"], batch_size=dec["batch_size"])
+    t_greedy = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    beam = translate(run, src_texts[:n_beam], beam_size=dec["beam_size"], max_len=dec["max_len"])
+    t_beam = time.perf_counter() - t0
+    full = bleu_chrf(greedy, refs)
+    sub_g, sub_b = bleu_chrf(greedy[:n_beam], refs[:n_beam]), bleu_chrf(beam, refs[:n_beam])
+    result.metrics.update(
+        {
+            "test_bleu": full["bleu"],
+            "test_chrf": full["chrf"],
+            "test_sentences": n,
+            "subset_sentences": n_beam,
+            "subset_bleu_greedy": sub_g["bleu"],
+            "subset_bleu_beam": sub_b["bleu"],
+            "subset_chrf_greedy": sub_g["chrf"],
+            "subset_chrf_beam": sub_b["chrf"],
+            "beam_size": dec["beam_size"],
+            "greedy_seconds": t_greedy,
+            "beam_seconds": t_beam,
+        }
+    )
+    run.extra.update(
+        {
+            "sources": src_texts,
+            "references": refs,
+            "greedy": greedy,
+            "beam": beam,
+            "signatures": {"bleu": full["bleu_signature"], "chrf": full["chrf_signature"]},
+        }
+    )
+    return _finish(run, record_as, seed)

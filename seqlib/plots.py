@@ -65,6 +65,7 @@ ARCH_STYLE: dict[str, ArchStyle] = {
     "kim_cnn": ArchStyle(_O["bluish_green"], "v", "--", "Kim CNN"),
     "transformer": ArchStyle(_O["vermillion"], "D", "-", "Transformer"),
     "longformer": ArchStyle(_O["vermillion"], "d", ":", "Sliding-window attention"),
+    "transformer_naive": ArchStyle(_O["vermillion"], "H", "--", "Transformer, naive attention"),
     "conv_transformer": ArchStyle(_O["orange"], "P", "-", "Conv + Transformer"),
     "recurrent_transformer": ArchStyle(_O["orange"], "X", "--", "Transformer + recurrent memory"),
     "hybrid": ArchStyle(_O["orange"], "*", ":", "Hybrid (SSM + attention)"),
@@ -221,7 +222,7 @@ def plot_scaling(
         label = s.label
         if fit and g[x].nunique() >= 2:
             k, c = fit_power_law(g[x], g[y], tail=tail)
-            label = f"{label} (slope {k:.2f})"
+            label = f"{label} (slope {k if abs(k) >= 0.005 else 0.0:.2f})"  # no "-0.00"
             xs = np.geomspace(g[x].iloc[-max(2, math.ceil(tail * len(g))) :].min(), g[x].max(), 50)  # fitted range
             ax.plot(xs, c * xs**k, color=s.color, ls=":", lw=1)
         ax.plot(g[x], g[y], color=s.color, ls=s.linestyle, marker=s.marker, label=label)

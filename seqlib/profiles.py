@@ -91,46 +91,74 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
     # WikiText-2, word level (chapter 7). The 33k-word vocabulary dominates the parameter count.
     "word_lm": {
         "smoke": {
-            "model": {"d_model": 64, "n_layers": 2, "target_params": 300_000},
-            "data": {"seq_len": 32, "batch_size": 16, "max_vocab": 2_000},
-            "train": _smoke_train(),
+            # the full 33k-word vocabulary (max_vocab is not applied by run_lm): 1M parameters is d_model ~32
+            "model": {"d_model": 64, "n_layers": 1, "target_params": 1_000_000},
+            "data": {"seq_len": 32, "batch_size": 8, "max_vocab": 2_000},
+            "train": _smoke_train(max_steps=8, eval_every=4, eval_batches=1),
         },
         "full": {
             "model": {"d_model": 256, "n_layers": 4, "target_params": 12_000_000},
             "data": {"seq_len": 128, "batch_size": 32, "max_vocab": None},
-            "train": _full_train(120.0, eval_batches=40),
+            # chapter 7 trains all 11 architectures on it: 11 x 7 s (see ch7_char_compare for the arithmetic)
+            "train": _full_train(7.0, warmup_steps=50, eval_every=250, eval_batches=40),
         },
     },
     # IMDB sentiment (chapter 8): long reviews, BPE vocabulary trained on the training split.
     "classify_imdb": {
         "smoke": {
             "model": {"d_model": 32, "n_layers": 1, "target_params": 100_000, "num_classes": 2},
-            "data": {"max_len": 128, "batch_size": 16, "vocab_size": 1_000, "max_examples": 512},
-            "train": _smoke_train(),
+            "data": {
+                "max_len": 32,
+                "batch_size": 8,
+                "vocab_size": 1_000,
+                "max_examples": 64,
+                "max_eval_examples": None,
+            },
+            "train": _smoke_train(max_steps=4, eval_every=None),
+            "seeds": [0, 1],
+            "kim": {"num_filters": 16, "kernel_sizes": [3, 4, 5], "dropout": 0.5},
         },
         "full": {
+            # chapter 8: 12 models x 3 seeds x 3.5 s = 126 s of training (arithmetic in the notebook)
             "model": {"d_model": 128, "n_layers": 2, "target_params": 2_500_000, "num_classes": 2},
-            "data": {"max_len": 512, "batch_size": 32, "vocab_size": 16_000, "max_examples": None},
-            "train": _full_train(120.0, eval_batches=50),
+            "data": {
+                "max_len": 256,  # as bentrevett's baselines; most reviews fit
+                "batch_size": 64,
+                "vocab_size": 16_000,
+                "max_examples": None,
+                "max_eval_examples": 5_000,  # a fixed random fifth of the test set: +-0.5 points of standard error
+            },
+            "train": _full_train(3.5, lr=2e-3, warmup_steps=30, eval_every=None),
+            "seeds": [0, 1, 2],
+            "kim": {"num_filters": 100, "kernel_sizes": [3, 4, 5], "dropout": 0.5},
         },
     },
     # SST-2 sentiment (chapter 8): short sentences.
     "classify_sst2": {
         "smoke": {
-            "model": {"d_model": 32, "n_layers": 1, "target_params": 60_000, "num_classes": 2},
-            "data": {"max_len": 32, "batch_size": 16, "vocab_size": 1_000, "max_examples": 512},
-            "train": _smoke_train(),
+            "model": {"d_model": 32, "n_layers": 1, "target_params": 100_000, "num_classes": 2},
+            "data": {"max_len": 16, "batch_size": 8, "vocab_size": 1_000, "max_examples": 64},
+            "train": _smoke_train(max_steps=4, eval_every=None),
+            "seeds": [0, 1],
+            "kim": {"num_filters": 16, "kernel_sizes": [3, 4, 5], "dropout": 0.5},
         },
         "full": {
+            # chapter 8: 12 models x 3 seeds x 2.0 s = 72 s of training
             "model": {"d_model": 128, "n_layers": 2, "target_params": 1_500_000, "num_classes": 2},
             "data": {"max_len": 64, "batch_size": 64, "vocab_size": 8_000, "max_examples": None},
-            "train": _full_train(60.0, eval_batches=14),
+            "train": _full_train(2.0, lr=2e-3, warmup_steps=30, eval_every=None),
+            "seeds": [0, 1, 2],
+            "kim": {"num_filters": 100, "kernel_sizes": [3, 4, 5], "dropout": 0.5},
         },
     },
-    # Multi30k En->De (chapter 9): encoder-decoder, greedy decoding, BLEU and chrF with sacrebleu.
+    # Multi30k En->De (chapter 9): encoder-decoder, greedy and beam-search decoding, BLEU and chrF with sacrebleu.
+    # Full budget of the chapter on one H100 (seconds): 3 models x 60 s of training = 180; greedy decoding of the
+    # 1,000 test sentences, batched by 128 (8 batches x <= 64 steps), ~5 per model = 15; beam search (beam 4,
+    # one sentence at a time, ~0.1 s each) over the first 150 test sentences = 15 per model = 45; data, BPE and
+    # validation ~20. Total ~260 s < 300.
     "translate_multi30k": {
         "smoke": {
-            "model": {"d_model": 64, "n_layers": 1, "target_params": 300_000},
+            "model": {"d_model": 64, "n_layers": 1, "target_params": 300_000, "dropout": 0.0},
             "data": {
                 "max_len": 32,
                 "batch_size": 16,
@@ -140,38 +168,347 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
                 "max_examples": 512,
             },
             "train": _smoke_train(),
-            "decode": {"max_len": 32, "n_sentences": 16},
+            # n_sentences: test sentences decoded greedily (batched); n_beam: the first n_beam of them also by beam
+            "decode": {"max_len": 32, "n_sentences": 16, "batch_size": 16, "beam_size": 3, "n_beam": 4},
         },
         "full": {
-            "model": {"d_model": 256, "n_layers": 3, "target_params": 10_000_000},
+            "model": {"d_model": 256, "n_layers": 3, "target_params": 10_000_000, "dropout": 0.1},
             "data": {
                 "max_len": 64,
-                "batch_size": 64,
+                "batch_size": 128,
                 "vocab_size": 8_000,
                 "src_lang": "en",
                 "tgt_lang": "de",
                 "max_examples": None,
             },
-            "train": _full_train(300.0, warmup_steps=200, eval_batches=16),
-            "decode": {"max_len": 64, "n_sentences": 1_000},
+            "train": _full_train(60.0, warmup_steps=200, eval_every=250, eval_batches=8),
+            "decode": {"max_len": 64, "n_sentences": 1_000, "batch_size": 128, "beam_size": 4, "n_beam": 150},
         },
     },
-    # Synthetic long-range tasks (chapter 6): one small model per (architecture, task, length).
+    # Synthetic long-range tasks (chapter 6): one small model per (architecture, task, length), at matched parameter
+    # counts (``target_params``, widths chosen per task by ``seqlib.longrange.matched_widths`` within
+    # ``match_tolerance``) and an equal budget per run.
+    # ``width_sweep``: accuracy against d_model for associative recall.
+    # Full-profile cost on one H100 (chapter 6 notebook): 11 architectures x 3 tasks x 4 lengths = 132 runs x
+    # (1.25 s training + ~0.3 s build and evaluation) ~ 205 s, plus the width sweep 2 x 2 x 4 = 16 runs x ~1.55 s
+    # ~ 25 s: ~230 s of the notebook's 300 s.
     "synthetic": {
         "smoke": {
-            "tasks": ["selective_copying", "associative_recall", "adding_problem", "induction_heads"],
+            "tasks": ["selective_copying", "associative_recall", "induction_heads"],
+            "task_options": {
+                "selective_copying": {"n_tokens": 8, "vocab_size": 18},
+                "associative_recall": {"n_pairs": 4, "vocab_size": 64},
+                "induction_heads": {"vocab_size": 16},
+            },
             "lengths": [32, 64],
-            "model": {"d_model": 32, "n_layers": 2},
-            "data": {"batch_size": 16},
-            "train": _smoke_train(),
+            "model": {"d_model": 32, "n_layers": 2, "target_params": 24_000, "match_tolerance": 0.3},
+            "data": {"batch_size": 8, "n_eval": 32},
+            "train": _smoke_train(max_steps=10, warmup_steps=2, eval_every=None, eval_batches=4),
+            "width_sweep": {
+                "archs": ["transformer", "linear_attention"],
+                "task": "associative_recall",
+                "lengths": [32, 64],
+                "d_models": [16, 32],
+                "threshold": 0.9,
+            },
         },
         "full": {
-            "tasks": ["selective_copying", "associative_recall", "adding_problem", "induction_heads"],
+            "tasks": ["selective_copying", "associative_recall", "induction_heads"],
+            "task_options": {
+                "selective_copying": {"n_tokens": 16, "vocab_size": 18},
+                "associative_recall": {"n_pairs": 8, "vocab_size": 64},
+                "induction_heads": {"vocab_size": 16},
+            },
             "lengths": [64, 256, 1024, 4096],
-            "model": {"d_model": 128, "n_layers": 2},
-            "data": {"batch_size": 64},
-            "train": _full_train(30.0, eval_batches=8),
+            "model": {"d_model": 128, "n_layers": 2, "target_params": 400_000, "match_tolerance": 0.1},
+            "data": {"batch_size": 32, "n_eval": 256},
+            "train": _full_train(1.25, lr=3e-3, warmup_steps=10, eval_every=None, eval_batches=8),
+            "width_sweep": {
+                "archs": ["transformer", "linear_attention"],
+                "task": "associative_recall",
+                "lengths": [256, 1024],
+                "d_models": [32, 64, 128, 256],
+                "threshold": 0.9,
+            },
         },
+    },
+    # ---- chapters 1-3 experiments (added below this line) ----
+    # Chapter 3 (Transformers): short side runs at char_lm's data and model sizes, passed to run_lm as
+    # train_overrides. "ch3_outline": the outline's TransformerModel, unmasked then masked; "ch3_positions": one
+    # run per positional encoding (none, learned, sinusoidal, RoPE). "ch3_bench": attention written out against
+    # SDPA (B, H, T, d_head) and KV-cache decoding against recomputing the prefix. Full budget of the chapter on
+    # one H100 (seconds): char_lm 60 + outline 2 x 20 + positions 4 x 15 = 160 of training; evaluations, data
+    # loading, the benchmarks and the plots about 40 more. Total ~200 s < 300.
+    "ch3_outline": {
+        "smoke": {"train": _smoke_train(max_steps=60, eval_every=20)},
+        "full": {"train": _full_train(20.0, eval_every=100)},
+    },
+    "ch3_positions": {
+        "smoke": {"train": _smoke_train(max_steps=20)},
+        "full": {"train": _full_train(15.0, eval_every=100)},
+    },
+    "ch3_bench": {
+        "smoke": {
+            "attention": {"lengths": [128, 512], "batch_size": 2, "n_heads": 4, "d_head": 16},
+            "decode": {"prefixes": [16, 64, 256], "batch_size": 1},
+        },
+        "full": {
+            "attention": {"lengths": [1024, 4096], "batch_size": 8, "n_heads": 8, "d_head": 64},
+            "decode": {"prefixes": [64, 256, 1024, 4096], "batch_size": 1},
+        },
+    },
+    # Chapter 2 (CNNs for sequences). The char LM is "char_lm" (shared with chapters 1 and 3: 60 s full); the SST-2
+    # run uses "classify_sst2"'s data and learning rate with this entry's "kim_train" overrides. Full budget of this
+    # entry: Kim CNN 20 s + lag task len(lags) x 6 s = 48 s; the rest (conv timing, gradient reach) a few seconds.
+    "ch2_cnn": {
+        "smoke": {
+            # written-out convolution (sum over taps) vs CNNMixer's F.conv1d path: outputs, gradients, time
+            "conv": {"batch_size": 4, "seq_len": 256, "d_model": 64, "kernel_size": 3, "dilation": 2},
+            "warmup": 1,
+            "repeats": 5,
+            # Kim (2014) CNN on SST-2 through run_classification (vocabulary and budget from classify_sst2)
+            "kim": {"embed_dim": 32, "num_filters": 16, "kernel_sizes": [3, 4, 5], "dropout": 0.5},
+            "kim_train": {"max_seconds": None, "max_steps": 30, "eval_every": 10},  # over classify_sst2's
+            # receptive field computed vs measured (gradient reach) for stacks of 1..max depth
+            "reach": {"depths": [1, 2, 3, 4, 5, 6], "d_model": 16, "seq_len": 160},
+            # lag copy: a causal CNN of n_layers (kernel 3, dilations 1, 2, ...) at lags around its receptive field
+            "lag": {
+                "n_layers": 2,
+                "d_model": 32,
+                "seq_len": 24,
+                "vocab_size": 8,
+                "lags": [2, 4, 6, 7, 8, 12],
+                "n_eval": 64,
+                "train": {"max_steps": 60, "max_seconds": None, "lr": 3e-3, "warmup_steps": 5, "eval_every": None},
+            },
+        },
+        "full": {
+            "conv": {"batch_size": 8, "seq_len": 4096, "d_model": 512, "kernel_size": 3, "dilation": 2},
+            "warmup": 3,
+            "repeats": 20,
+            "kim": {"embed_dim": 128, "num_filters": 100, "kernel_sizes": [3, 4, 5], "dropout": 0.5},
+            "kim_train": {"max_seconds": 20.0, "max_steps": None, "eval_every": 200},
+            "reach": {"depths": [1, 2, 3, 4, 5, 6, 7, 8], "d_model": 32, "seq_len": 600},
+            "lag": {
+                "n_layers": 3,
+                "d_model": 64,
+                "seq_len": 64,
+                "vocab_size": 8,
+                "lags": [2, 6, 10, 13, 14, 15, 16, 20],
+                "n_eval": 512,
+                "train": {"max_steps": None, "max_seconds": 6.0, "lr": 3e-3, "warmup_steps": 50, "eval_every": None},
+            },
+        },
+    },
+    # Chapter 1 (RNNs and LSTMs): fast (cuDNN) vs reference LSTM, time per token against length, decoding state,
+    # gradient by distance. The char LM of chapter 1 is "char_lm" above (shared with chapters 2 and 3).
+    "ch1_rnn": {
+        "smoke": {
+            "d_model": 64,
+            "batch_size": 8,
+            "speed_lengths": [32, 128],  # fast vs reference LSTM (forward + backward)
+            "seq_lengths": [16, 64, 256],  # time per token and training memory against length
+            "decode_prefixes": [8, 32, 128],  # decoding-state bytes after this many tokens
+            "grad_len": 128,  # gradient norm against distance, k = 0 .. grad_len - 1
+            "warmup": 3,  # a CPU's first calls of a new shape build oneDNN kernels: keep them out of the timings
+            "repeats": 5,
+            "max_seconds": 30.0,  # generous: on a shared CPU another job can stall one call for seconds
+        },
+        "full": {
+            "d_model": 256,
+            "batch_size": 16,
+            "speed_lengths": [256, 1024],
+            "seq_lengths": _powers_of_two(64, 4096),
+            "decode_prefixes": [64, 256, 1024, 4096],
+            "grad_len": 256,
+            "warmup": 3,
+            "repeats": 10,
+            "max_seconds": 10.0,
+        },
+    },
+    # ---- chapters 4-5 experiments (added below this line) ----
+    # Chapter 5: peak training memory (forward + backward) and decoding state against sequence length, one mixer
+    # at a time (seqlib.memory.sweep_archs). Full-profile estimate on an H100: training sweep ~40 s (13 mixers x 7
+    # lengths, 5 calls each, each call capped at train_max_seconds), decoding ~45 s (the state is built by stepping
+    # through each prefix, 5,376 steps per mixer at ~0.3-0.7 ms a step; a prefix is capped at decode_max_seconds),
+    # plots and the rest ~15 s: about 100 s, under the 4-minute target (worst case with every cap hit: ~4 min).
+    "ch5_memory": {
+        "smoke": {
+            "d_model": 32,
+            "batch_size": 1,
+            "train_lengths": [64, 128, 256, 512],
+            "decode_lengths": [16, 64, 256],
+            "options": {
+                "transformer": {"n_heads": 4},
+                "longformer": {"n_heads": 4, "window": 32},
+                "recurrent_transformer": {"n_heads": 4, "segment_len": 48},
+                "conv_transformer": {"n_heads": 4},
+                "linear_attention": {"n_heads": 4},
+            },
+            "warmup": 0,
+            "repeats": 1,
+            "train_max_seconds": 5.0,  # per call: a longer call ends that architecture's sweep
+            "decode_max_seconds": 10.0,  # building one prefix's state token by token
+            # one CPU thread: layers this small gain nothing from a second one, and on a shared CPU two threads
+            # spend most of their time waiting for each other (timings 10-100x slower)
+            "torch_threads": 1,
+            "decode_repeats": 20,  # one step is cheap: more repeats for a stable median
+        },
+        "full": {
+            "d_model": 256,
+            "batch_size": 1,
+            "train_lengths": _powers_of_two(256, 16384),
+            "decode_lengths": [256, 1024, 4096],
+            "options": {
+                "transformer": {"n_heads": 4},
+                "longformer": {"n_heads": 4, "window": 512},
+                "recurrent_transformer": {"n_heads": 4, "segment_len": 384},
+                "conv_transformer": {"n_heads": 4},
+                "linear_attention": {"n_heads": 4},
+            },
+            "warmup": 1,
+            "repeats": 3,
+            "train_max_seconds": 5.0,
+            "decode_max_seconds": 10.0,
+            "torch_threads": None,  # PyTorch's default
+            "decode_repeats": 30,
+        },
+    },
+    # Chapter 4 (complexity, measured): every mixer's time against length, fixed total tokens, gradient reach.
+    # Full budget (H100): 11 mixers x 2 modes = 22 sweeps; a sweep stops at the first call over max_seconds, so
+    # each costs at most ~6 calls at its longest lengths (~2.5 s) and ~3 s in all for the fast ones: ~60-120 s;
+    # fixed-total-tokens 2 archs x 11 lengths ~10 s; gradient reach ~5 s; about 2-2.5 minutes in all.
+    "ch4_complexity": {
+        "smoke": {
+            "d_model": 16,
+            "batch_size": 2,
+            "lengths": [32, 64, 128, 256],
+            "modes": ["train", "prefill"],
+            "warmup": 1,
+            "repeats": 3,
+            "max_seconds": 5.0,  # per call: a longer call ends that architecture's sweep ("too slow")
+            "max_len": {"lstm": None, "gru": None, "recurrent_transformer": None},  # per-architecture length cap
+            "fixed_tokens": {"total": 512, "lengths": [8, 32, 128, 512]},
+            "reach": {"d_model": 16, "seq_len": 64, "depths": [1, 2, 3, 4, 5]},
+        },
+        "full": {
+            "d_model": 256,
+            "batch_size": 1,
+            "lengths": _powers_of_two(128, 131072),
+            "modes": ["train", "prefill"],
+            "warmup": 2,
+            "repeats": 5,
+            "max_seconds": 0.4,
+            "max_len": {"lstm": 65536, "gru": 65536, "recurrent_transformer": 65536},
+            "fixed_tokens": {"total": 65536, "lengths": _powers_of_two(64, 65536)},
+            "reach": {"d_model": 64, "seq_len": 1024, "depths": [1, 2, 4, 6, 8, 10]},
+        },
+    },
+    # ---- chapter 6 experiments (added below this line) ----
+    # ---- chapters 7-8 experiments (added below this line) ----
+    # Chapter 7, tiny Shakespeare: every architecture at ~3M parameters on an equal short budget. Full-profile
+    # arithmetic of the notebook (one H100, 5 minutes): 11 x 7 s (this) + 11 x 7 s (word_lm) + 90 s (ch7_char_long)
+    # = 244 s of training; evaluation, model building, data loading and samples fill the rest.
+    "ch7_char_compare": {
+        "smoke": {
+            "lm_data": "char_lm",
+            "model": {"d_model": 64, "n_layers": 1, "target_params": 80_000},  # every mixer matches within 10%
+            "data": {"seq_len": 32, "batch_size": 8},
+            "train": _smoke_train(max_steps=8, eval_every=4, eval_batches=1),
+            "sample_tokens": 60,
+        },
+        "full": {
+            "lm_data": "char_lm",
+            "model": {"d_model": 256, "n_layers": 4, "target_params": 3_000_000},
+            "data": {"seq_len": 256, "batch_size": 64},
+            "train": _full_train(7.0, warmup_steps=50, eval_every=250, eval_batches=10),
+            "sample_tokens": 300,
+        },
+    },
+    # Chapter 7: one longer run of the best architecture of ch7_char_compare at nanoGPT's shakespeare_char size
+    # (6 layers, ~10.7M parameters, dropout 0.2), against nanoGPT's 1.47 and the book's 1.55 target.
+    "ch7_char_long": {
+        "smoke": {
+            "lm_data": "char_lm",
+            "model": {"d_model": 64, "n_layers": 1, "target_params": 80_000},  # every mixer matches within 10%
+            "data": {"seq_len": 32, "batch_size": 8},
+            "train": _smoke_train(max_steps=16, eval_every=8, eval_batches=1),
+            "options": {"dropout": 0.2},
+            "target_val_loss": 1.55,
+            "sample_tokens": 200,
+        },
+        "full": {
+            "lm_data": "char_lm",
+            "model": {"d_model": 384, "n_layers": 6, "target_params": 10_700_000},
+            "data": {"seq_len": 256, "batch_size": 64},
+            "train": _full_train(90.0, warmup_steps=100, eval_every=250, eval_batches=20),
+            "options": {"dropout": 0.2},
+            "target_val_loss": 1.55,
+            "sample_tokens": 500,
+        },
+    },
+    # ---- chapter 9 experiments (added below this line) ----
+    # ---- chapters 10-11 experiments (added below this line) ----
+    # Chapter 11 (modern alternatives). Full budget on one H100: equivalence checks ~5 s; fast path against the
+    # step-by-step recurrence, 5 mixers x 2 lengths, 1 call of the step loop (<= ~1.5 s at 4096) and 3 of the fast
+    # path: ~20 s; the scaling sweep when chapter 4's record is missing: 6 mixers x 7 lengths, each sweep capped by
+    # max_seconds per call: ~60 s; the long-range runs when chapter 6's record is missing: 6 x 2 tasks x 2 lengths
+    # = 24 runs x ~1.55 s ~ 37 s. At most ~2.5 minutes of the page's 5.
+    "ch11_modern": {
+        "smoke": {
+            "check_len": 37,  # not a multiple of any chunk or block: the padding paths are exercised
+            "d_model": 32,
+            "batch_size": 1,
+            "lengths": [64, 128, 256, 512],
+            "warmup": 1,
+            "repeats": 3,
+            "max_seconds": 5.0,
+            "options": {"longformer": {"window": 32}},
+            "ratio_lengths": [64, 256],
+            "ratio_target": {"factor": 20.0, "seq_len": 4096},
+            "synthetic_tasks": ["associative_recall", "selective_copying"],
+            "synthetic_lengths": [32, 64],
+            "torch_threads": 1,  # small layers gain nothing from a second thread on a shared CPU
+        },
+        "full": {
+            "check_len": 300,
+            "d_model": 256,
+            "batch_size": 1,
+            "lengths": _powers_of_two(256, 16384),
+            "warmup": 2,
+            "repeats": 5,
+            "max_seconds": 0.5,
+            "options": {"longformer": {"window": 256}},
+            "ratio_lengths": [1024, 4096],
+            "ratio_target": {"factor": 20.0, "seq_len": 4096},
+            "synthetic_tasks": ["associative_recall", "selective_copying"],
+            "synthetic_lengths": [256, 1024],
+            "torch_threads": None,
+        },
+    },
+    # Chapter 10 (hybrids), the language model: chapter 7's tiny-Shakespeare comparison ("ch7_char_compare"), same
+    # full-profile sizes and 7 s budget, so the hybrids sit beside chapter 7's records. Smoke uses 2 layers (not 1)
+    # so that the interleaved hybrid holds both a Mamba and an attention layer.
+    "ch10_char": {
+        "smoke": {
+            "lm_data": "char_lm",
+            "model": {"d_model": 64, "n_layers": 2, "target_params": 86_000},  # every model within 10% at widths of 8
+            "data": {"seq_len": 32, "batch_size": 8},
+            "train": _smoke_train(max_steps=8, eval_every=4, eval_batches=1),
+        },
+        "full": {
+            "lm_data": "char_lm",
+            "model": {"d_model": 256, "n_layers": 4, "target_params": 3_000_000},
+            "data": {"seq_len": 256, "batch_size": 64},
+            "train": _full_train(7.0, warmup_steps=50, eval_every=250, eval_batches=10),
+        },
+    },
+    # Chapter 10, the rest. Full budget on one H100: language models 3 x (7 s + ~3 s build/eval) = 30 s; associative
+    # recall 5 models x 2 lengths x (1.25 s + ~0.3 s) ~ 16 s (sizes and budget from "synthetic"); bug demonstrations
+    # and the depth check ~5 s: about 1 minute of the page's 5.
+    "ch10_hybrids": {
+        "smoke": {"task": "associative_recall", "lengths": [32, 64], "demo_d_model": 16, "stack_depth": 12},
+        "full": {"task": "associative_recall", "lengths": [256, 1024], "demo_d_model": 64, "stack_depth": 12},
     },
     # Time and memory against sequence length, one mixer at a time (chapters 4, 5 and 11).
     "bench_scaling": {

@@ -31,8 +31,10 @@ def test_bad_arguments_are_argparse_errors(argv, capsys):
 
 
 def test_bench_mixers_prints_the_fast_and_reference_table(capsys):
-    assert main(["bench", "mixers", "--arch", "lstm", "--arch", "transformer", "--lengths", "16", "--profile",
-                 "smoke"]) == 0
+    assert (
+        main(["bench", "mixers", "--arch", "lstm", "--arch", "transformer", "--lengths", "16", "--profile", "smoke"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "speedup" in out and "lstm" in out and "transformer" in out
 

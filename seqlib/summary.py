@@ -1,0 +1,138 @@
+"""The book's final comparison, aggregated from the results the chapters recorded (chapter 12).
+
+``collect()`` reads every record of a profile's results directory; ``comparison_table(records)`` turns them
+into one row per architecture and one column per measured property, each column taken from one chapter:
+
+==========================  =========================================================  =======
+column                      from the record(s)                                         chapter
+==========================  =========================================================  =======
+``char bits/char``          ``ch7_char_<arch>``: validation loss / ln 2                7
+``WikiText-2 ppl``          ``ch7_word_<arch>``: exp(validation loss)                  7
+``LM tokens/s``             ``ch7_char_<arch>``: training throughput                   7
+``IMDB acc``, ``SST-2 acc``  ``ch8_<imdb|sst2>_<arch>_s<seed>``: mean over seeds        8
+``Multi30k BLEU``           ``ch9_translate_<arch>``: test BLEU, greedy                9
+``train time exponent``     ``ch4_scaling``: fitted slope of training time vs length   4
+``train memory exponent``   ``ch5_train_memory``: slope of peak memory vs length       5
+``decode state (KiB)``      ``ch5_decode_memory``: state per sequence, longest prefix  5
+``decode state exponent``   ``ch5_decode_memory``: slope of that state vs length       5
+``long-range acc``          ``ch6_length_sweep``: mean accuracy over tasks, longest    6
+==========================  =========================================================  =======
+
+A record that is missing leaves its cells empty (NaN): the table says what was measured, never fills a gap.
+``sources(records)`` lists the records used with their device, profile, date and whether the code changed since.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from .plots import ARCH_STYLE
+from .results import default_dir, is_stale
+
+__all__ = ["COLUMNS", "collect", "comparison_table", "sources"]
+
+#: column -> (chapter notebook, True when higher is better)
+COLUMNS: dict[str, tuple[str, bool]] = {
+    "char bits/char": ("07_language_modeling", False),
+    "WikiText-2 ppl": ("07_language_modeling", False),
+    "LM tokens/s": ("07_language_modeling", True),
+    "IMDB acc": ("08_classification", True),
+    "SST-2 acc": ("08_classification", True),
+    "Multi30k BLEU": ("09_translation", True),
+    "train time exponent": ("04_complexity", False),
+    "train memory exponent": ("05_memory", False),
+    "decode state (KiB)": ("05_memory", False),
+    "decode state exponent": ("05_memory", False),
+    "long-range acc": ("06_long_range", True),
+}
+_USED = re.compile(r"^(ch4_scaling|ch5_train_memory|ch5_decode_memory|ch6_length_sweep|ch7_(char|word)_|ch8_|ch9_)")
+
+
+def collect(profile: str | None = None, results_dir: str | Path | None = None) -> dict[str, dict]:
+    """Every record (``name -> record``, history as a DataFrame) in the results directory of ``profile``."""
+    directory = Path(results_dir) if results_dir is not None else default_dir(profile)
+    records = {}
+    for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+        try:
+            rec = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not a valid result record ({e}); delete it or re-run its notebook") from e
+        if not isinstance(rec, dict) or "metrics" not in rec or "provenance" not in rec:
+            continue  # another JSON file (book_execution.json)
+        hist = rec.get("history")
+        rec["history"] = pd.DataFrame(hist["data"], columns=hist["columns"]) if hist else None
+        records[rec.get("name", path.stem)] = rec
+    return records
+
+
+def _at_longest(df: pd.DataFrame, value: str) -> dict[str, float]:
+    """Per architecture, ``value`` at the longest length that architecture reached."""
+    df = df[df["status"] == "ok"] if "status" in df else df
+    df = df.dropna(subset=[value])
+    idx = df.groupby("arch")["seq_len"].idxmax()
+    return dict(zip(df.loc[idx, "arch"], df.loc[idx, value].astype(float), strict=True))
+
+
+def comparison_table(records: dict[str, dict]) -> pd.DataFrame:
+    """One row per architecture that has at least one recorded figure; columns as in ``COLUMNS``."""
+    cols: dict[str, dict[str, float]] = {c: {} for c in COLUMNS}
+    for name, rec in records.items():
+        m = rec["metrics"]
+        if match := re.fullmatch(r"ch7_(char|word)_(\w+)", name):
+            kind, arch = match.groups()
+            if arch == "long" or m.get("val_loss") is None:
+                continue
+            if kind == "char":
+                cols["char bits/char"][arch] = m["val_loss"] / math.log(2)
+                cols["LM tokens/s"][arch] = m.get("tokens_per_s")
+            else:
+                cols["WikiText-2 ppl"][arch] = math.exp(m["val_loss"])
+        elif match := re.fullmatch(r"ch9_translate_(\w+)", name):
+            cols["Multi30k BLEU"][match.group(1)] = m.get("test_bleu")
+    for ds, col in (("imdb", "IMDB acc"), ("sst2", "SST-2 acc")):
+        accs: dict[str, list[float]] = {}
+        for name, rec in records.items():
+            if match := re.fullmatch(rf"ch8_{ds}_(\w+)_s\d+", name):
+                accs.setdefault(match.group(1), []).append(rec["metrics"]["val_accuracy"])
+        cols[col] = {a: sum(v) / len(v) for a, v in accs.items()}
+    if rec := records.get("ch4_scaling"):
+        cols["train time exponent"] = {
+            k.split("/")[0]: v for k, v in rec["metrics"].items() if k.endswith("/train") and v is not None
+        }
+    if rec := records.get("ch5_train_memory"):
+        cols["train memory exponent"] = dict(rec["metrics"].get("exponent", {}))
+    if rec := records.get("ch5_decode_memory"):
+        cols["decode state exponent"] = dict(rec["metrics"].get("state_exponent", {}))
+        state = _at_longest(rec["history"], "state_bytes_per_seq")
+        cols["decode state (KiB)"] = {a: v / 1024 for a, v in state.items()}
+    if rec := records.get("ch6_length_sweep"):
+        df = rec["history"]
+        longest = df.groupby("arch")["seq_len"].transform("max")
+        cols["long-range acc"] = df[df["seq_len"] == longest].groupby("arch")["accuracy"].mean().to_dict()
+    table = pd.DataFrame(cols, columns=list(COLUMNS)).astype(float).dropna(how="all")
+    order = [a for a in ARCH_STYLE if a in table.index] + sorted(a for a in table.index if a not in ARCH_STYLE)
+    return table.loc[order]
+
+
+def sources(records: dict[str, dict]) -> pd.DataFrame:
+    """The records ``comparison_table`` reads: name, device, profile, date, and whether the code changed since."""
+    rows = []
+    for name, rec in sorted(records.items()):
+        if not _USED.match(name):
+            continue
+        p = rec["provenance"]
+        rows.append(
+            {
+                "record": name,
+                "device": p.get("device"),
+                "profile": p.get("profile"),
+                "date": (p.get("date") or "")[:10],
+                "stale": is_stale(rec),
+            }
+        )
+    return pd.DataFrame(rows, columns=["record", "device", "profile", "date", "stale"])

@@ -1,0 +1,37 @@
+"""The helpers behind chapters 7 and 8: matching widths on the meta device, capped classification data,
+experiments that name their corpus (``lm_data``)."""
+
+import os
+
+import pytest
+import torch
+
+from seqlib import profiles
+from seqlib.experiments import _match_on_meta, classification_data
+from seqlib.models import match_d_model
+
+needs_data = pytest.mark.skipif(
+    not os.environ.get("SEQLIB_DATA", "").strip(), reason="set SEQLIB_DATA to a folder with the layout of shared/data"
+)
+
+
+@pytest.mark.parametrize("arch", ["lstm", "transformer", "mamba", "s4"])
+def test_matching_on_meta_gives_the_same_width(arch):
+    kw = {"vocab_size": 65}
+    assert _match_on_meta(arch, "lm", 150_000, 2, 8, kw) == match_d_model(arch, "lm", 150_000, n_layers=2, **kw)
+    assert torch.empty(1).device.type == "cpu"  # the meta device does not leak out
+
+
+def test_chapter_7_experiments_name_their_corpus():
+    for name in ("ch7_char_compare", "ch7_char_long"):
+        for p in profiles.PROFILES:
+            assert profiles.get(name, p)["lm_data"] == "char_lm"
+
+
+@needs_data
+def test_capped_classification_data_draws_both_labels():
+    train, test, tok = classification_data("imdb", 500, 24, 40)
+    assert len(train) == len(test) == 40
+    assert 0 < float(train.labels.float().mean()) < 1  # IMDB is sorted by label: the draw must be random
+    assert max(len(t) for t in train.tokens) <= 24 and tok.vocab_size <= 500
+    assert classification_data("imdb", 500, 24, 40) is classification_data("imdb", 500, 24, 40)  # cached

@@ -1,0 +1,57 @@
+"""lm_inspect: attention maps, step-by-step decoding against the forward, the decoding benchmark."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest
+import torch
+
+from seqlib.lm_inspect import attention_maps, decode_vs_recompute, plot_attention_heads, step_logits
+from seqlib.models import build_model
+
+
+def _lm(arch="transformer", **kw):
+    torch.manual_seed(0)
+    return build_model(arch, "lm", vocab_size=11, d_model=16, n_layers=2, **kw).eval()
+
+
+def test_attention_maps_are_causal_distributions():
+    model = _lm()
+    tokens = torch.randint(0, 11, (2, 7))
+    maps = attention_maps(model, tokens)
+    assert sorted(maps) == [0, 1]
+    for w in maps.values():
+        assert w.shape == (2, 4, 7, 7)
+        torch.testing.assert_close(w.sum(-1), torch.ones(2, 4, 7))
+        assert torch.all(w.triu(1) == 0)  # no weight on the future
+    assert model.training is False
+
+
+def test_attention_maps_need_attention():
+    with pytest.raises(ValueError, match="no attention"):
+        attention_maps(_lm("lstm"), torch.randint(0, 11, (1, 5)))
+    with pytest.raises(TypeError, match="LanguageModel"):
+        attention_maps(torch.nn.Linear(2, 2), torch.zeros(1, 2, dtype=torch.long))
+
+
+@pytest.mark.parametrize("arch", ["transformer", "lstm"])
+def test_step_logits_equal_forward(arch):
+    model = _lm(arch)
+    tokens = torch.randint(0, 11, (2, 9))
+    with torch.no_grad():
+        full = model(tokens)
+    torch.testing.assert_close(step_logits(model, tokens), full, rtol=1e-4, atol=1e-5)
+
+
+def test_decode_vs_recompute_rows():
+    df = decode_vs_recompute(_lm(), [4, 8], warmup=0, repeats=2, amp=None)
+    assert list(df["prefix"]) == [4, 8]
+    assert (df[["cached_ms", "recompute_ms", "speedup"]] > 0).all().all()
+
+
+def test_plot_attention_heads_checks_shape():
+    fig = plot_attention_heads(torch.rand(2, 3, 3).softmax(-1), list("ab "))
+    assert len(fig.axes) == 3  # two heads and a colour bar
+    with pytest.raises(ValueError, match="labels"):
+        plot_attention_heads(torch.rand(2, 3, 3), list("ab"))

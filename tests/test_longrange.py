@@ -1,0 +1,104 @@
+"""Tests of seqlib.longrange: matched widths, chance levels, reach, verdicts from a table of accuracies."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from seqlib import longrange as lr
+from seqlib.models import build_model, match_d_model
+
+
+def test_matched_widths_agree_with_match_d_model():
+    widths = lr.matched_widths(["transformer", "lstm"], "associative_recall", 60_000, n_layers=2, task_options={})
+    for arch, (d, n) in widths.items():
+        assert d == match_d_model(arch, "lm", 60_000, n_layers=2, vocab_size=64)
+        assert abs(n - 60_000) / 60_000 <= 0.10
+    with pytest.raises(ValueError, match="within"):
+        lr.matched_widths(["lstm"], "induction_heads", 20_000, n_layers=2, tolerance=0.01)
+
+
+def test_tasks_vocab_chance_and_example():
+    assert lr.task_vocab("selective_copying", {"vocab_size": 18}) == 18
+    assert lr.chance_accuracy("selective_copying", {"vocab_size": 18}) == pytest.approx(1 / 16)
+    assert lr.chance_accuracy("associative_recall") == pytest.approx(1 / 32)  # default vocab 64
+    assert lr.chance_accuracy("induction_heads", {"vocab_size": 16}) == pytest.approx(1 / 15)
+    with pytest.raises(ValueError, match="regression"):
+        lr.task_vocab("adding_problem")
+    text = lr.format_example("induction_heads", 30, {"vocab_size": 16}, width=10)
+    assert text.count("input") == 3 and text.count("target") == 3
+
+
+def test_bands_and_reach():
+    assert lr.band_of(64) == "short (<512)" and lr.band_of(512) == "medium (512-2K)"
+    assert lr.band_of(4096) == "long (2K-8K)" and lr.band_of(10_000) == "very long (>8K)"
+    cnn = build_model("cnn", "lm", vocab_size=10, d_model=16, n_layers=2)  # dilations 1, 2, kernel 3
+    assert lr.reach_of(cnn) == 1 + 2 + 4
+    win = build_model("longformer", "lm", vocab_size=10, d_model=16, n_layers=2, window=8)
+    assert lr.reach_of(win) == 1 + 2 * 7
+    assert lr.reach_of(build_model("lstm", "lm", vocab_size=10, d_model=16, n_layers=2)) is None
+
+
+def _table():
+    rows = []
+    acc = {"transformer": [1.0, 1.0, 0.9], "cnn": [0.97, 0.3, 0.1], "lstm": [0.5, 0.1, 0.1], "mamba": [1, 1, 1]}
+    for arch, accs in acc.items():
+        for L, a in zip([64, 1024, 4096], accs, strict=True):
+            rows.append({"arch": arch, "task": "t", "seq_len": L, "accuracy": a})
+    return pd.DataFrame(rows)
+
+
+def test_family_scores_and_judge():
+    fam = {"RNN": ["lstm"], "CNN": ["cnn"], "Transformer": ["transformer"], "SSM": ["mamba"]}
+    s = lr.family_scores(_table(), fam)
+    assert list(s.index) == ["short (<512)", "medium (512-2K)", "long (2K-8K)"]
+    short = s.loc["short (<512)"]
+    assert lr.judge(short, [("Transformer", "≈", "CNN"), ("CNN", ">", "RNN")])[0] == "confirmed"
+    assert lr.judge(short, [("RNN", ">", "CNN")])[0] == "refuted"
+    assert lr.judge(short, [("Transformer", ">", "SSM")])[0] == "qualified"  # a tie
+    assert lr.judge(s.loc["long (2K-8K)"], [("SSM", "best", None)])[0] == "confirmed"
+    assert lr.judge(s.loc["long (2K-8K)"], [("CNN", "best", None)])[0] == "refuted"
+    verdict, why = lr.judge(short, [("RNN", ">", "CNN")], floor=1.0)
+    assert verdict == "qualified" and "nothing was learned" in why
+
+
+def test_break_lengths_and_min_width():
+    b = lr.break_lengths(_table(), 0.8).set_index("arch")
+    assert b.loc["cnn", "breaks_at"] == 1024 and b.loc["cnn", "holds_up_to"] == 64
+    assert math.isnan(b.loc["mamba", "breaks_at"]) and b.loc["mamba", "holds_up_to"] == 4096
+    assert math.isnan(b.loc["lstm", "holds_up_to"])
+    w = pd.DataFrame(
+        {"arch": ["a"] * 4, "seq_len": [64, 64, 256, 256], "d_model": [16, 32, 16, 32], "accuracy": [0.95, 1, 0.2, 0.5]}
+    )
+    m = lr.min_width(w, 0.9).set_index("seq_len")["min_d_model"]
+    assert m[64] == 16 and math.isnan(m[256])
+
+
+def test_length_sweep_runs_and_learns_nothing_silly():
+    df = lr.length_sweep(
+        ["cnn"],
+        ["induction_heads"],
+        [16],
+        {"induction_heads": {"cnn": 16}},
+        n_layers=1,
+        task_options={"induction_heads": {"vocab_size": 8}},
+        profile="smoke",
+        n_eval=16,
+        train_overrides={"max_steps": 2, "eval_every": None},
+    )
+    assert list(df.columns[:4]) == ["arch", "task", "seq_len", "d_model"] and len(df) == 1
+    assert 0.0 <= df["accuracy"].iloc[0] <= 1.0 and df["steps"].iloc[0] == 2
+
+
+def test_answer_distances():
+    import torch
+
+    d = lr.answer_distances("selective_copying", 40, {"n_tokens": 4, "vocab_size": 10}, n=8)
+    assert d.shape == (32,) and int(d.min()) >= 4 and int(d.max()) <= 40 - 1
+    d = lr.answer_distances("associative_recall", 64, {"n_pairs": 4, "vocab_size": 32}, n=8)
+    assert d.shape == (32,) and bool((d % 2 == 0).all()) and int(d.min()) >= 2
+    d = lr.answer_distances("induction_heads", 50, {"vocab_size": 8}, n=16)
+    assert d.shape == (16,) and int(d.min()) >= 1 and int(d.max()) <= 49
+    x, y = lr.SYNTHETIC_TASKS["induction_heads"](16, 50, seed=0, vocab_size=8)
+    p = (x == 7).float().argmax(1)
+    assert torch.equal(d, 49 - (p + 1))

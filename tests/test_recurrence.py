@@ -1,0 +1,25 @@
+import pytest
+import torch
+
+from seqlib.models import MIXERS
+from seqlib.recurrence import fast_vs_step, step_through
+
+
+@pytest.mark.parametrize("arch", ["linear_attention", "s4", "mamba", "rwkv", "longformer"])
+def test_step_through_equals_forward(arch):
+    torch.manual_seed(0)
+    mixer = MIXERS[arch](d_model=16).double()
+    x = torch.randn(2, 21, 16, dtype=torch.float64)
+    torch.testing.assert_close(step_through(mixer, x), mixer(x))
+
+
+def test_step_through_rejects_bad_rank():
+    with pytest.raises(ValueError, match="batch, time"):
+        step_through(MIXERS["rwkv"](d_model=8), torch.randn(3, 8))
+
+
+def test_fast_vs_step_columns():
+    df = fast_vs_step(lambda: MIXERS["rwkv"](d_model=8), [4, 8], warmup=0, repeats=1, labels={"arch": "rwkv"})
+    assert list(df["seq_len"]) == [4, 8]
+    assert {"arch", "fast_ms", "step_ms", "ratio"} <= set(df.columns)
+    assert (df["ratio"] > 0).all()

@@ -1,0 +1,80 @@
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from seqlib import results, summary
+
+
+def _write(tmp_path, name, metrics, history=None):
+    results.record(name, metrics, history=history, profile="smoke", results_dir=tmp_path)
+
+
+@pytest.fixture
+def records(tmp_path):
+    _write(tmp_path, "ch7_char_lstm", {"val_loss": 2 * math.log(2), "tokens_per_s": 1000.0})
+    _write(tmp_path, "ch7_char_transformer", {"val_loss": math.log(2), "tokens_per_s": 3000.0})
+    _write(tmp_path, "ch7_char_long", {"val_loss": 0.1})  # the long run is not a row of its own
+    _write(tmp_path, "ch7_word_lstm", {"val_loss": math.log(150.0)})
+    for seed, acc in enumerate([0.8, 0.9]):
+        _write(tmp_path, f"ch8_imdb_kim_cnn_s{seed}", {"val_accuracy": acc})
+    _write(tmp_path, "ch9_translate_transformer", {"test_bleu": 30.0})
+    _write(tmp_path, "ch4_scaling", {"lstm/train": 1.0, "transformer/train": 2.0, "transformer/prefill": 1.9})
+    decode = pd.DataFrame(
+        {
+            "arch": ["lstm", "lstm", "transformer", "transformer"],
+            "seq_len": [16, 32, 16, 32],
+            "state_bytes_per_seq": [512, 512, 4096, 8192],
+            "median_ms": [0.1, 0.1, 0.2, 0.3],
+        }
+    )
+    _write(tmp_path, "ch5_decode_memory", {"state_exponent": {"lstm": 0.0, "transformer": 1.0}}, decode)
+    sweep = pd.DataFrame(
+        {
+            "arch": ["lstm"] * 4 + ["transformer"] * 2,
+            "task": ["copy", "recall"] * 3,
+            "seq_len": [32, 32, 64, 64, 32, 32],
+            "accuracy": [1.0, 0.8, 0.5, 0.3, 1.0, 1.0],
+        }
+    )
+    _write(tmp_path, "ch6_length_sweep", {"runs": 6}, sweep)
+    (tmp_path / "notes.json").write_text(json.dumps({"not": "a record"}))
+    return summary.collect(results_dir=tmp_path)
+
+
+def test_comparison_table_aggregates_each_chapter(records):
+    t = summary.comparison_table(records)
+    assert list(t.columns) == list(summary.COLUMNS)
+    assert "long" not in t.index and "notes" not in records
+    assert t.loc["lstm", "char bits/char"] == pytest.approx(2.0)
+    assert t.loc["transformer", "char bits/char"] == pytest.approx(1.0)
+    assert t.loc["transformer", "LM tokens/s"] == 3000.0
+    assert t.loc["lstm", "WikiText-2 ppl"] == pytest.approx(150.0)
+    assert t.loc["kim_cnn", "IMDB acc"] == pytest.approx(0.85)  # the mean over seeds
+    assert t.loc["transformer", "Multi30k BLEU"] == 30.0
+    assert t.loc["transformer", "train time exponent"] == 2.0  # the training fit, not the prefill one
+    assert t.loc["transformer", "decode state (KiB)"] == pytest.approx(8.0)  # at the longest prefix
+    assert t.loc["lstm", "long-range acc"] == pytest.approx(0.4)  # mean over tasks at the longest length
+    assert t.loc["transformer", "long-range acc"] == pytest.approx(1.0)  # its own longest length
+    assert math.isnan(t.loc["kim_cnn", "char bits/char"])  # missing stays missing
+    assert list(t.index) == ["lstm", "kim_cnn", "transformer"]  # the book's architecture order
+
+
+def test_sources_lists_used_records_with_provenance(records):
+    s = summary.sources(records)
+    assert set(s["record"]) == set(records) - {"notes"}
+    assert (s["profile"] == "smoke").all() and not s["stale"].any()
+
+
+def test_empty_or_missing_directory_gives_an_empty_table(tmp_path):
+    assert summary.collect(results_dir=tmp_path / "absent") == {}
+    t = summary.comparison_table({})
+    assert t.empty and list(t.columns) == list(summary.COLUMNS)
+    assert summary.sources({}).empty
+
+
+def test_a_corrupt_record_is_an_error_that_names_it(tmp_path):
+    (tmp_path / "ch7_char_lstm.json").write_text("{not json")
+    with pytest.raises(ValueError, match="ch7_char_lstm.json"):
+        summary.collect(results_dir=tmp_path)

@@ -1,0 +1,96 @@
+"""seqlib.translation: scoring with sacrebleu and decoding with a (tiny, untrained) encoder-decoder."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from seqlib.data import train_bpe
+from seqlib.models import beam_search, build_model, greedy_decode
+from seqlib.translation import bleu_chrf, cut_at_eos, translate
+
+EN = ["a man rides a horse", "two dogs play in the snow", "a woman is reading a book", "children run on a beach"]
+DE = [
+    "ein mann reitet ein pferd",
+    "zwei hunde spielen im schnee",
+    "eine frau liest ein buch",
+    "kinder laufen am strand",
+]
+
+
+def test_bleu_chrf_identical_is_100():
+    s = bleu_chrf(DE, DE)
+    assert s["bleu"] == pytest.approx(100.0)
+    assert s["chrf"] == pytest.approx(100.0)
+    assert s["bleu_bp"] == pytest.approx(1.0)
+    assert "13a" in s["bleu_signature"]
+
+
+def test_bleu_chrf_orders_quality():
+    worse = ["ein mann reitet ein", "zwei hunde spielen im", "eine frau liest ein", "kinder laufen am"]
+    unrelated = ["xyz qrs", "abc", "uvw", "lmn opq"]
+    good, bad, none = bleu_chrf(worse, DE), bleu_chrf(unrelated, DE), bleu_chrf(DE, DE)
+    assert none["bleu"] > good["bleu"] > bad["bleu"] >= 0
+    assert none["chrf"] > good["chrf"] > bad["chrf"]
+    assert good["bleu_bp"] < 1.0  # short hypotheses pay the brevity penalty
+
+
+def test_bleu_chrf_bad_input():
+    with pytest.raises(ValueError, match="hypotheses"):
+        bleu_chrf(DE[:2], DE)
+    with pytest.raises(TypeError):
+        bleu_chrf("ein mann", "ein mann")
+    with pytest.raises(ValueError, match="no sentences"):
+        bleu_chrf([], [])
+
+
+def test_cut_at_eos():
+    assert cut_at_eos([5, 6, 3, 7, 3], 3) == [5, 6]
+    assert cut_at_eos([5, 6], 3) == [5, 6]
+
+
+@pytest.fixture(scope="module")
+def tiny_run():
+    src_tok = train_bpe(EN * 5, 300, name="test-en", cache=False)
+    tgt_tok = train_bpe(DE * 5, 300, name="test-de", cache=False)
+    torch.manual_seed(0)
+    model = build_model(
+        "transformer",
+        "seq2seq",
+        vocab_size=src_tok.vocab_size,
+        tgt_vocab_size=tgt_tok.vocab_size,
+        d_model=32,
+        n_layers=1,
+    ).eval()
+    extra = {"src_tokenizer": src_tok, "tgt_tokenizer": tgt_tok}
+    return SimpleNamespace(model=model, extra=extra, config={"decode": {"max_len": 8}})
+
+
+def test_translate_returns_strings_in_order(tiny_run):
+    out = translate(tiny_run, EN, batch_size=3)
+    assert isinstance(out, list) and len(out) == len(EN)
+    assert all(isinstance(s, str) for s in out)
+    # batched (sorted by length, padded) equals one sentence at a time: the padding mask works
+    assert out == [translate(tiny_run, [s])[0] for s in EN]
+    beams = translate(tiny_run, EN[:2], beam_size=2)
+    assert len(beams) == 2 and all(isinstance(s, str) for s in beams)
+
+
+def test_translate_bad_input(tiny_run):
+    with pytest.raises(TypeError):
+        translate(tiny_run, "a man rides a horse")
+    with pytest.raises(ValueError, match="beam_size"):
+        translate(tiny_run, EN, beam_size=0)
+
+
+def test_beam_of_one_is_greedy(tiny_run):
+    src_tok, tgt_tok = tiny_run.extra["src_tokenizer"], tiny_run.extra["tgt_tokenizer"]
+    model = tiny_run.model
+    for sentence in EN:
+        src = torch.tensor([src_tok.encode(sentence)])
+        mask = torch.ones_like(src, dtype=torch.bool)
+        ids = dict(bos_id=tgt_tok.bos_id, eos_id=tgt_tok.eos_id, max_len=8)
+        greedy = cut_at_eos(greedy_decode(model, src, mask, **ids)[0].tolist(), tgt_tok.eos_id)
+        assert beam_search(model, src, mask, beam_size=1, **ids)[0] == greedy
