@@ -1,6 +1,6 @@
 """Execute the book's notebooks in place and check them.
 
-    python -m seqlib.book execute [NOTEBOOK ...] [--all]   # stale notebooks of _toc.yml, or the ones named
+    python -m seqlib.book execute [NOTEBOOK ...] [--all] [--time-budget S]   # stale notebooks, or the ones named
     python -m seqlib.book check [--strict]                 # outputs present, no errors; a table of every notebook
 
 ``execute`` runs each notebook top to bottom through nbclient (the profile comes from ``SEQLIB_PROFILE``),
@@ -66,7 +66,7 @@ def setup(seed: int = 0) -> str:
     if profile == "full" and not torch.cuda.is_available():
         notes.append("Warning: SEQLIB_PROFILE=full on a CPU will take a long time.")
     for note in notes:
-        print(textwrap.fill(note, width=88))
+        print(textwrap.fill(note, width=76))
     return profile
 
 
@@ -160,14 +160,44 @@ def notebook_status(path: Path) -> dict:
     }
 
 
-def execute(paths: list[Path], timeout: int = 1800, log_path: Path | None = None) -> list[dict]:
+#: notebooks that aggregate what the others record: executed again whenever another one is
+AGGREGATES = ("12_when_to_use.ipynb",)
+
+
+def to_execute(paths: list[Path]) -> list[Path]:
+    """The notebooks of ``paths`` that need executing: stale, without outputs, or executed in another profile
+    than the current one; plus the aggregating notebooks when anything else runs. Order is kept."""
+    from .profiles import current_profile
+
+    def needs(p):
+        st = notebook_status(p)
+        return st["stale"] or not st["executed"] or st["profile"] != current_profile()
+
+    chosen = [p for p in paths if needs(p)]
+    if any(p.name not in AGGREGATES for p in chosen):
+        chosen = [p for p in paths if p in chosen or p.name in AGGREGATES]
+    return chosen
+
+
+#: what a notebook may take in each profile (seconds); the guess for one that has no recorded execution yet
+NOTEBOOK_LIMIT_S = {"smoke": 180.0, "full": 300.0}
+
+
+def execute(
+    paths: list[Path], timeout: int = 1800, log_path: Path | None = None, time_budget: float | None = None
+) -> list[dict]:
     """Execute notebooks in place (kernel ``python3``, working directory = the notebook's folder).
 
-    Records how in each notebook's metadata and in ``log_path`` (default ``results/book_execution.json``).
+    Records how in each notebook's metadata and in ``log_path`` (default ``results/book_execution.json``),
+    after each notebook. A notebook that fails is left as it was (its error is printed) and the next one runs;
+    ``RuntimeError`` at the end names the failures. ``time_budget`` (seconds): a notebook is not started when
+    its last recorded wall time in this profile (else ``NOTEBOOK_LIMIT_S``) no longer fits in what is left;
+    the notebooks left over are named, so that a later call (``execute`` without arguments) picks them up.
     """
     import nbformat
     import torch
     from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
 
     from .device import device_name
     from .profiles import current_profile
@@ -178,14 +208,26 @@ def execute(paths: list[Path], timeout: int = 1800, log_path: Path | None = None
     absolute_data_path()
     log_path = Path(log_path) if log_path is not None else ROOT / EXECUTION_LOG
     log = json.loads(log_path.read_text()) if log_path.exists() else {}
-    done = []
-    for path in paths:
+    done, failed, start = [], [], time.perf_counter()
+    for i, path in enumerate(paths):
+        rel = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
+        if time_budget is not None:
+            last = log.get(rel, {})
+            guess = last["wall_time_s"] if last.get("profile") == profile else NOTEBOOK_LIMIT_S[profile]
+            if time.perf_counter() - start + guess > time_budget:
+                print(f"time budget: left for a later call: {', '.join(p.name for p in paths[i:])}", flush=True)
+                break
         nb = nbformat.read(path, as_version=4)
         print(f"executing {path.name} (profile {profile}) ...", flush=True)
         t0 = time.perf_counter()
-        NotebookClient(
-            nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
-        ).execute()
+        try:
+            NotebookClient(
+                nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+            ).execute()
+        except CellExecutionError as e:
+            print(f"  FAILED after {time.perf_counter() - t0:.1f} s; {path.name} left unchanged:\n{e}", flush=True)
+            failed.append(path.name)
+            continue
         wall = time.perf_counter() - t0
         meta = {
             "device": device_name(),
@@ -199,12 +241,13 @@ def execute(paths: list[Path], timeout: int = 1800, log_path: Path | None = None
         }
         nb.metadata["seqlib"] = meta
         nbformat.write(nb, path)
-        rel = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
         log[rel] = meta
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.write_text(json.dumps(dict(sorted(log.items())), indent=1) + "\n")
         print(f"  {wall:.1f} s on {meta['device']}", flush=True)
         done.append(meta)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log_path.write_text(json.dumps(dict(sorted(log.items())), indent=1) + "\n")
+    if failed:
+        raise RuntimeError(f"{len(failed)} notebook(s) failed: {', '.join(failed)} (errors above)")
     return done
 
 
@@ -241,6 +284,12 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("notebooks", nargs="*", type=Path, help="default: the stale notebooks of _toc.yml")
     ex.add_argument("--all", action="store_true", help="execute every notebook of _toc.yml, stale or not")
     ex.add_argument("--timeout", type=int, default=1800, help="seconds per cell (default 1800)")
+    ex.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="SECONDS",
+        help="start no notebook that would not finish within this many seconds (by its last recorded time)",
+    )
     ck = sub.add_parser("check", help="fail on notebooks without outputs or with errors; print their state")
     ck.add_argument("notebooks", nargs="*", type=Path, help="default: every notebook of _toc.yml")
     ck.add_argument("--strict", action="store_true", help="also fail on stale notebooks and non-GPU executions")
@@ -261,11 +310,15 @@ def main(argv: list[str] | None = None) -> int:
     paths = [p.resolve() for p in args.notebooks] or toc_notebooks()
     if args.cmd == "execute":
         if not args.notebooks and not args.all:
-            paths = [p for p in paths if notebook_status(p)["stale"] or not notebook_status(p)["executed"]]
+            paths = to_execute(paths)
             if not paths:
-                print("every notebook is fresh; use --all to execute them anyway")
+                print("every notebook is fresh and was executed in this profile; use --all to execute them anyway")
                 return 0
-        execute(paths, timeout=args.timeout)
+        try:
+            execute(paths, timeout=args.timeout, time_budget=args.time_budget)
+        except RuntimeError as e:
+            print(e, file=sys.stderr)
+            return 1
         return 0
     return 1 if check(paths, strict=args.strict) else 0
 

@@ -37,6 +37,13 @@ def test_setup_cell_installs_from_the_configured_repository(path):
     assert "from seqlib.book import setup" in first.source and "setup()" in first.source
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_opens_with_the_python3_kernel_and_no_editor_metadata(path):
+    meta = nbformat.read(path, as_version=4).metadata
+    assert meta.get("kernelspec", {}).get("name") == "python3", f"{path.name}: Colab and nbmake need kernelspec python3"
+    assert "jupytext" not in meta, f"{path.name}: drop the jupytext metadata"
+
+
 def test_toc_lists_every_notebook_and_only_existing_files():
     listed = book.toc_notebooks(ROOT)
     assert sorted(listed) == NOTEBOOKS, "every notebook in notebooks/ must be in _toc.yml, and only those"
@@ -51,14 +58,14 @@ def test_notebooks_are_numbered_in_book_order():
     assert all(re.fullmatch(r"\d\d_[a-z0-9_]+\.ipynb", n) for n in names)
 
 
-def _notebook(tmp_path, *sources, outputs=True) -> Path:
+def _notebook(tmp_path, *sources, outputs=True, name="nb.ipynb") -> Path:
     nb = nbformat.v4.new_notebook()
     for i, src in enumerate(sources):
         cell = nbformat.v4.new_code_cell(src)
         if outputs:
             cell.execution_count = i + 1
         nb.cells.append(cell)
-    path = tmp_path / "nb.ipynb"
+    path = tmp_path / name
     nbformat.write(nb, path)
     return path
 
@@ -102,6 +109,43 @@ def test_execute_records_metadata_and_log_then_check_passes(tmp_path, monkeypatc
     # --strict: a smoke run on a CPU is not what the rendered book needs
     assert book.check([path], strict=True) == 1
     assert "NOT A FULL-PROFILE GPU RUN" in capsys.readouterr().out
+
+
+def test_execute_leaves_a_failing_notebook_unchanged_and_runs_the_next(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SEQLIB_PROFILE", "smoke")
+    bad = _notebook(tmp_path, "raise ValueError('broken cell')", outputs=False, name="a.ipynb")
+    good = _notebook(tmp_path, "print(6 * 7)", outputs=False, name="b.ipynb")
+    before = bad.read_text()
+    log = tmp_path / "book_execution.json"
+    with pytest.raises(RuntimeError, match="a.ipynb"):
+        book.execute([bad, good], timeout=120, log_path=log)
+    assert bad.read_text() == before
+    assert "broken cell" in capsys.readouterr().out
+    assert book.notebook_status(good)["executed"] and "b.ipynb" in log.read_text()
+
+
+def test_execute_starts_nothing_that_does_not_fit_the_time_budget(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SEQLIB_PROFILE", "smoke")
+    paths = [_notebook(tmp_path, "print(1)", outputs=False, name=f"{n}.ipynb") for n in "ab"]
+    log = tmp_path / "book_execution.json"
+    assert book.execute(paths, timeout=120, log_path=log, time_budget=book.NOTEBOOK_LIMIT_S["smoke"] - 1) == []
+    assert "left for a later call: a.ipynb, b.ipynb" in capsys.readouterr().out
+    assert not book.notebook_status(paths[0])["executed"]
+
+
+def test_to_execute_picks_stale_other_profile_and_the_aggregating_notebook(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEQLIB_PROFILE", "smoke")
+    names = ["01_a.ipynb", "02_b.ipynb", book.AGGREGATES[0]]
+    paths = [_notebook(tmp_path, "print(1)", outputs=False, name=n) for n in names]
+    book.execute(paths, timeout=120, log_path=tmp_path / "log.json")
+    assert book.to_execute(paths) == []  # all fresh in this profile
+    monkeypatch.setenv("SEQLIB_PROFILE", "full")
+    assert book.to_execute(paths) == paths  # executed in another profile
+    monkeypatch.setenv("SEQLIB_PROFILE", "smoke")
+    nb = nbformat.read(paths[1], as_version=4)
+    nb.cells[0].source = "print(2)"
+    nbformat.write(nb, paths[1])
+    assert book.to_execute(paths) == [paths[1], paths[2]]  # the changed one, then the one that aggregates
 
 
 def test_cli_rejects_a_path_that_is_not_a_notebook(tmp_path):
