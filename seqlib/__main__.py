@@ -79,6 +79,13 @@ def bench_mixers_table(
     return out.reindex(pd.MultiIndex.from_product([archs, sorted(set(df.seq_len))], names=["arch", "seq_len"]))
 
 
+def _record(args, metrics: dict, config: dict, history) -> None:
+    from . import results
+
+    path = results.record(args.record, metrics, config=config, history=history, profile=args.profile)
+    print(f"\nrecorded as {path}")
+
+
 def cmd_bench(args) -> int:
     import torch
 
@@ -106,12 +113,20 @@ def cmd_bench(args) -> int:
             cfg["repeats"],
         )
         print(table.to_string(float_format=lambda v: f"{v:,.2f}"))
+        if args.record:
+            longest = table.reset_index().groupby("arch").last()  # each architecture at its longest length
+            metrics = {f"{a}/speedup": r["speedup"] for a, r in longest.iterrows()}
+            config = {"archs": list(table.index.levels[0]), "lengths": lengths, "d_model": d, **cfg}
+            _record(args, metrics, config, table.reset_index())
         return 0
     if args.what == "mfu":
         from .train import gpt2_mfu_benchmark
 
-        for key, value in gpt2_mfu_benchmark(profile=args.profile).items():
+        result = gpt2_mfu_benchmark(profile=args.profile)
+        for key, value in result.items():
             print(f"{key:>18}: {value}")
+        if args.record:
+            _record(args, result, {"benchmark": "gpt2_small_mfu"}, None)
         return 0
     raise AssertionError(args.what)
 
@@ -139,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     be.add_argument("--lengths", type=int, nargs="+", help="sequence lengths (default: from the profile)")
     be.add_argument("--d-model", type=int, help="width (default: from the profile)")
     be.add_argument("--profile", choices=["smoke", "full"], help="default: full on a GPU, smoke otherwise")
+    be.add_argument("--record", metavar="NAME", help="record the figures as results/NAME.json (full profile)")
 
     sub.add_parser("book", help="execute and check the book's notebooks (python -m seqlib book --help)", add_help=False)
 

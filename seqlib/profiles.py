@@ -189,9 +189,10 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
     # counts (``target_params``, widths chosen per task by ``seqlib.longrange.matched_widths`` within
     # ``match_tolerance``) and an equal budget per run.
     # ``width_sweep``: accuracy against d_model for associative recall.
-    # Full-profile cost on one H100 (chapter 6 notebook): 11 architectures x 3 tasks x 4 lengths = 132 runs x
-    # (1.25 s training + ~0.3 s build and evaluation) ~ 205 s, plus the width sweep 2 x 2 x 4 = 16 runs x ~1.55 s
-    # ~ 25 s: ~230 s of the notebook's 300 s.
+    # Full-profile cost on one H100 (chapter 6 notebook): 11 architectures x 3 tasks x 3 lengths = 99 runs x
+    # (1.75 s training + ~0.3 s build and evaluation) ~ 205 s, plus the width sweep 2 x 2 x 4 = 16 runs x ~2.05 s
+    # ~ 35 s: ~240 s of the notebook's 300 s. Three lengths a factor 8 apart, not four a factor 4 apart: each run
+    # gets 40% more steps, and at 4096 tokens a step of the slowest mixers is the scarce resource.
     "synthetic": {
         "smoke": {
             "tasks": ["selective_copying", "associative_recall", "induction_heads"],
@@ -219,10 +220,10 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
                 "associative_recall": {"n_pairs": 8, "vocab_size": 64},
                 "induction_heads": {"vocab_size": 16},
             },
-            "lengths": [64, 256, 1024, 4096],
+            "lengths": [64, 512, 4096],
             "model": {"d_model": 128, "n_layers": 2, "target_params": 400_000, "match_tolerance": 0.1},
             "data": {"batch_size": 32, "n_eval": 256},
-            "train": _full_train(1.25, lr=3e-3, warmup_steps=10, eval_every=None, eval_batches=8),
+            "train": _full_train(1.75, lr=3e-3, warmup_steps=10, eval_every=None, eval_batches=8),
             "width_sweep": {
                 "archs": ["transformer", "linear_attention"],
                 "task": "associative_recall",
@@ -240,7 +241,8 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
     # one H100 (seconds): char_lm 60 + outline 2 x 20 + positions 4 x 15 = 160 of training; evaluations, data
     # loading, the benchmarks and the plots about 40 more. Total ~200 s < 300.
     "ch3_outline": {
-        "smoke": {"train": _smoke_train(max_steps=60, eval_every=20)},
+        # smoke: long enough for the unmasked model to collapse into copying its input
+        "smoke": {"train": _smoke_train(max_steps=400, eval_every=100)},
         "full": {"train": _full_train(20.0, eval_every=100)},
     },
     "ch3_positions": {
@@ -307,7 +309,7 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
             "d_model": 64,
             "batch_size": 8,
             "speed_lengths": [32, 128],  # fast vs reference LSTM (forward + backward)
-            "seq_lengths": [16, 64, 256],  # time per token and training memory against length
+            "seq_lengths": [64, 256, 1024],  # time per token and training memory against length
             "decode_prefixes": [8, 32, 128],  # decoding-state bytes after this many tokens
             "grad_len": 128,  # gradient norm against distance, k = 0 .. grad_len - 1
             "warmup": 3,  # a CPU's first calls of a new shape build oneDNN kernels: keep them out of the timings
@@ -376,7 +378,7 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
     },
     # Chapter 4 (complexity, measured): every mixer's time against length, fixed total tokens, gradient reach.
     # Full budget (H100): 11 mixers x 2 modes = 22 sweeps; a sweep stops at the first call over max_seconds, so
-    # each costs at most ~6 calls at its longest lengths (~2.5 s) and ~3 s in all for the fast ones: ~60-120 s;
+    # each costs at most ~6 s (the slow recurrent ones) and a few seconds for the fast ones: ~60-130 s;
     # fixed-total-tokens 2 archs x 11 lengths ~10 s; gradient reach ~5 s; about 2-2.5 minutes in all.
     "ch4_complexity": {
         "smoke": {
@@ -398,7 +400,9 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
             "modes": ["train", "prefill"],
             "warmup": 2,
             "repeats": 5,
-            "max_seconds": 0.4,
+            # a call may take 1.5 s: recurrent layers at batch 1 need about that at 32K tokens; repeats shrink to
+            # fit (seqlib.bench), so a sweep's longest length costs ~2 x 1.5 s and the whole sweep ~2 x that
+            "max_seconds": 1.5,
             "max_len": {"lstm": 65536, "gru": 65536, "recurrent_transformer": 65536},
             "fixed_tokens": {"total": 65536, "lengths": _powers_of_two(64, 65536)},
             "reach": {"d_model": 64, "seq_len": 1024, "depths": [1, 2, 4, 6, 8, 10]},
@@ -504,7 +508,7 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
         },
     },
     # Chapter 10, the rest. Full budget on one H100: language models 3 x (7 s + ~3 s build/eval) = 30 s; associative
-    # recall 5 models x 2 lengths x (1.25 s + ~0.3 s) ~ 16 s (sizes and budget from "synthetic"); bug demonstrations
+    # recall 5 models x 2 lengths x (1.75 s + ~0.3 s) ~ 21 s (sizes and budget from "synthetic"); bug demonstrations
     # and the depth check ~5 s: about 1 minute of the page's 5.
     "ch10_hybrids": {
         "smoke": {"task": "associative_recall", "lengths": [32, 64], "demo_d_model": 16, "stack_depth": 12},

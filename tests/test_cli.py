@@ -2,6 +2,7 @@
 
 import pytest
 
+from seqlib import results
 from seqlib.__main__ import main
 
 
@@ -37,6 +38,17 @@ def test_bench_mixers_prints_the_fast_and_reference_table(capsys):
     )
     out = capsys.readouterr().out
     assert "speedup" in out and "lstm" in out and "transformer" in out
+
+
+def test_bench_mixers_records_its_table_with_provenance(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("SEQLIB_PROFILE", "smoke")
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))  # smoke results go under <tmp>/seqlib-results-smoke
+    argv = ["bench", "mixers", "--arch", "cnn", "--lengths", "8", "16", "--profile", "smoke", "--record", "bench_t"]
+    assert main(argv) == 0
+    rec = results.load("bench_t", "smoke")
+    assert rec["metrics"]["cnn/speedup"] > 0 and rec["provenance"]["profile"] == "smoke"
+    assert list(rec["history"]["seq_len"]) == [8, 16]
+    assert "recorded as" in capsys.readouterr().out
 
 
 def test_train_smoke_run(capsys, monkeypatch):

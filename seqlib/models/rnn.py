@@ -100,18 +100,30 @@ class _RecurrentMixer(Mixer):
         """[weight_ih, weight_hh, bias_ih, bias_hh] of one direction ('' forward, '_reverse' backward)."""
         return [getattr(self.rnn, f"{name}_l0{suffix}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
 
+    def _run_rnn(self, x):
+        """The library kernel (cuDNN on a GPU, oneDNN on a CPU) over a tensor or a PackedSequence.
+
+        Under CPU autocast the recurrence runs in the weights' dtype (float32): oneDNN builds no bf16 LSTM/GRU
+        kernel on CPUs without AVX-512 BF16 (it raises "could not create a primitive descriptor"), and elsewhere
+        gains little from it.
+        """
+        if x.data.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            with torch.autocast("cpu", enabled=False):
+                return self.rnn(x.to(self.rnn.weight_ih_l0.dtype))
+        return self.rnn(x)
+
     # ----------------------------------------------------------------- parallel
     def forward_fast(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         B, T, _ = x.shape
         if mask is None:
-            out, _ = self.rnn(x)  # (B, T, dirs * H)
+            out, _ = self._run_rnn(x)  # (B, T, dirs * H)
         else:
             lengths = mask_lengths(mask)
             if self.causal:  # right padding: the real outputs never see the padding
-                out, _ = self.rnn(x)
+                out, _ = self._run_rnn(x)
             else:  # packing makes the backward direction start at each sequence's last real token
                 packed = pack_padded_sequence(x, lengths.clamp(min=1), batch_first=True, enforce_sorted=False)
-                out, _ = self.rnn(packed)
+                out, _ = self._run_rnn(packed)
                 out, _ = pad_packed_sequence(out, batch_first=True, total_length=T)
             out = zero_padding(out, mask)
         return self.out_proj(out)  # (B, T, D)
