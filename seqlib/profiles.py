@@ -457,7 +457,7 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
     # step-by-step recurrence, 5 mixers x 2 lengths, 1 call of the step loop (<= ~1.5 s at 4096) and 3 of the fast
     # path: ~20 s; the scaling sweep when chapter 4's record is missing: 6 mixers x 7 lengths, each sweep capped by
     # max_seconds per call: ~60 s; the long-range runs when chapter 6's record is missing: 6 x 2 tasks x 2 lengths
-    # = 24 runs x ~1.55 s ~ 37 s. At most ~2.5 minutes of the page's 5.
+    # = 24 runs x ~2 s ~ 50 s. At most ~2.5 minutes of the page's 5.
     "ch11_modern": {
         "smoke": {
             "check_len": 37,  # not a multiple of any chunk or block: the padding paths are exercised
@@ -486,7 +486,7 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
             "ratio_lengths": [1024, 4096],
             "ratio_target": {"factor": 20.0, "seq_len": 4096},
             "synthetic_tasks": ["associative_recall", "selective_copying"],
-            "synthetic_lengths": [256, 1024],
+            "synthetic_lengths": [512, 4096],  # two of chapter 6's lengths, for when its record is missing
             "torch_threads": None,
         },
     },
@@ -512,7 +512,7 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
     # and the depth check ~5 s: about 1 minute of the page's 5.
     "ch10_hybrids": {
         "smoke": {"task": "associative_recall", "lengths": [32, 64], "demo_d_model": 16, "stack_depth": 12},
-        "full": {"task": "associative_recall", "lengths": [256, 1024], "demo_d_model": 64, "stack_depth": 12},
+        "full": {"task": "associative_recall", "lengths": [512, 4096], "demo_d_model": 64, "stack_depth": 12},
     },
     # Time and memory against sequence length, one mixer at a time (chapters 4, 5 and 11).
     "bench_scaling": {
