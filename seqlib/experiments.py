@@ -63,6 +63,11 @@ def _model_size(arch, task: str, model_cfg: dict, build_kwargs: dict, match: boo
     return model_cfg["d_model"]
 
 
+def _given_model_config(model: nn.Module) -> dict:
+    """What a run's record says of a model passed in ready-made: the profile's sizes do not describe it."""
+    return {"given_model": f"{type(model).__module__}.{type(model).__qualname__}"}
+
+
 def _train_config(cfg: dict, seed: int, progress: bool, overrides: dict | None) -> TrainConfig:
     return TrainConfig(**{**cfg["train"], "seed": seed, "progress": progress, **(overrides or {})})
 
@@ -115,7 +120,7 @@ def run_lm(
         model_cfg["d_model"] = _model_size(arch, "lm", model_cfg, build_kwargs, match_params)
         model = build_model(arch, "lm", d_model=model_cfg["d_model"], n_layers=model_cfg["n_layers"], **build_kwargs)
     else:
-        model_cfg.pop("target_params", None)
+        model_cfg = _given_model_config(model)
     seq_len, batch_size = cfg["data"]["seq_len"], cfg["data"]["batch_size"]
     val_batches = list(lm_eval_batches(val_ids, batch_size, seq_len))
     val_batches = [b for b in val_batches if b[0].shape == (batch_size, seq_len)] or val_batches
@@ -234,7 +239,7 @@ def run_classification(
             arch, "classify", d_model=model_cfg["d_model"], n_layers=model_cfg["n_layers"], **build_kwargs
         )
     else:
-        model_cfg.pop("target_params", None)
+        model_cfg = _given_model_config(model)
     bs = data["batch_size"]
     epoch = [0]
 

@@ -35,3 +35,25 @@ def test_capped_classification_data_draws_both_labels():
     assert 0 < float(train.labels.float().mean()) < 1  # IMDB is sorted by label: the draw must be random
     assert max(len(t) for t in train.tokens) <= 24 and tok.vocab_size <= 500
     assert classification_data("imdb", 500, 24, 40) is classification_data("imdb", 500, 24, 40)  # cached
+
+
+@needs_data
+def test_a_ready_made_model_is_recorded_by_its_class_not_the_profile_sizes(monkeypatch, tmp_path):
+    from seqlib import results
+    from seqlib.experiments import run_classification
+    from seqlib.models import CNNModel
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))  # smoke results go under <tmp>/seqlib-results-smoke
+    vocab = profiles.get("classify_sst2", "smoke")["data"]["vocab_size"]
+    model = CNNModel(vocab, 8, 4, kernel_sizes=(3,))
+    run_classification(
+        "kim_cnn",
+        "sst2",
+        profile="smoke",
+        model=model,
+        record_as="given_t",
+        progress=False,
+        train_overrides={"max_steps": 1, "eval_every": None},
+    )
+    cfg = results.load("given_t", "smoke")["config"]["model"]
+    assert cfg == {"given_model": "seqlib.models.cnn.CNNModel"}
