@@ -18,6 +18,10 @@ column                      from the record(s)                                  
 ``long-range acc``          ``ch6_length_sweep``: mean accuracy over tasks, longest    6
 ==========================  =========================================================  =======
 
+Chapter 10's Mamba + attention hybrid (``ch10_char_hybrid``) joins the two tiny-Shakespeare columns when it was
+trained as chapter 7's models were (same data, budget, depth, device, and a parameter count within 10%); its
+other figures are not measured on chapter 4-9's protocols, so its other cells stay empty.
+
 A record that is missing leaves its cells empty (NaN): the table says what was measured, never fills a gap.
 ``sources(records)`` lists the records used with their device, profile, date and whether the code changed since.
 """
@@ -50,7 +54,9 @@ COLUMNS: dict[str, tuple[str, bool]] = {
     "decode state exponent": ("05_memory", False),
     "long-range acc": ("06_long_range", True),
 }
-_USED = re.compile(r"^(ch4_scaling|ch5_train_memory|ch5_decode_memory|ch6_length_sweep|ch7_(char|word)_|ch8_|ch9_)")
+_USED = re.compile(
+    r"^(ch4_scaling|ch5_train_memory|ch5_decode_memory|ch6_length_sweep|ch7_(char|word)_|ch8_|ch9_|ch10_char_hybrid$)"
+)
 
 
 def collect(profile: str | None = None, results_dir: str | Path | None = None) -> dict[str, dict]:
@@ -78,6 +84,16 @@ def _at_longest(df: pd.DataFrame, value: str) -> dict[str, float]:
     return dict(zip(df.loc[idx, "arch"], df.loc[idx, value].astype(float), strict=True))
 
 
+def _trained_alike(rec: dict, ref: dict) -> bool:
+    """Two language-model records trained on the same data, budget, depth and device at a matched size."""
+    a, b = rec["config"], ref["config"]
+    same = all(a.get(k) == b.get(k) for k in ("lm_data", "data", "train"))
+    same &= a["model"].get("n_layers") == b["model"].get("n_layers")
+    same &= rec["provenance"].get("device") == ref["provenance"].get("device")
+    n, n_ref = rec["metrics"].get("n_params"), ref["metrics"].get("n_params")
+    return bool(same and n and n_ref and abs(n - n_ref) <= 0.1 * n_ref)
+
+
 def comparison_table(records: dict[str, dict]) -> pd.DataFrame:
     """One row per architecture that has at least one recorded figure; columns as in ``COLUMNS``."""
     cols: dict[str, dict[str, float]] = {c: {} for c in COLUMNS}
@@ -94,6 +110,10 @@ def comparison_table(records: dict[str, dict]) -> pd.DataFrame:
                 cols["WikiText-2 ppl"][arch] = math.exp(m["val_loss"])
         elif match := re.fullmatch(r"ch9_translate_(\w+)", name):
             cols["Multi30k BLEU"][match.group(1)] = m.get("test_bleu")
+    hybrid, ref = records.get("ch10_char_hybrid"), records.get("ch7_char_transformer")
+    if hybrid and ref and hybrid["metrics"].get("val_loss") is not None and _trained_alike(hybrid, ref):
+        cols["char bits/char"]["hybrid"] = hybrid["metrics"]["val_loss"] / math.log(2)
+        cols["LM tokens/s"]["hybrid"] = hybrid["metrics"].get("tokens_per_s")
     for ds, col in (("imdb", "IMDB acc"), ("sst2", "SST-2 acc")):
         accs: dict[str, list[float]] = {}
         for name, rec in records.items():

@@ -78,3 +78,21 @@ def test_a_corrupt_record_is_an_error_that_names_it(tmp_path):
     (tmp_path / "ch7_char_lstm.json").write_text("{not json")
     with pytest.raises(ValueError, match="ch7_char_lstm.json"):
         summary.collect(results_dir=tmp_path)
+
+
+def _lm(tmp_path, name, val_loss, n_params, n_layers, budget):
+    cfg = {"lm_data": "char_lm", "data": {"seq_len": 64}, "train": {"max_seconds": budget}}
+    cfg["model"] = {"d_model": 32, "n_layers": n_layers}
+    metrics = {"val_loss": val_loss, "tokens_per_s": 100.0, "n_params": n_params}
+    results.record(name, metrics, config=cfg, profile="smoke", results_dir=tmp_path)
+
+
+def test_the_hybrid_joins_chapter_7_columns_only_when_trained_alike(tmp_path):
+    _lm(tmp_path, "ch7_char_transformer", math.log(2), 1000, 2, 7.0)
+    _lm(tmp_path, "ch10_char_hybrid", 3 * math.log(2), 1050, 2, 7.0)
+    t = summary.comparison_table(summary.collect(results_dir=tmp_path))
+    assert t.loc["hybrid", "char bits/char"] == pytest.approx(3.0) and t.loc["hybrid", "LM tokens/s"] == 100.0
+    assert "ch10_char_hybrid" in set(summary.sources(summary.collect(results_dir=tmp_path))["record"])
+    for n_params, n_layers, budget in ((1200, 2, 7.0), (1000, 4, 7.0), (1000, 2, 3.0)):  # size, depth, budget
+        _lm(tmp_path, "ch10_char_hybrid", 3 * math.log(2), n_params, n_layers, budget)
+        assert "hybrid" not in summary.comparison_table(summary.collect(results_dir=tmp_path)).index
