@@ -18,9 +18,9 @@ column                      from the record(s)                                  
 ``long-range acc``          ``ch6_length_sweep``: mean accuracy over tasks, longest    6
 ==========================  =========================================================  =======
 
-Chapter 10's Mamba + attention hybrid (``ch10_char_hybrid``) joins the two tiny-Shakespeare columns when it was
-trained as chapter 7's models were (same data, budget, depth, device, and a parameter count within 10%); its
-other figures are not measured on chapter 4-9's protocols, so its other cells stay empty.
+Chapter 10's Mamba + attention hybrid (``ch10_char_hybrid``) fills the two tiny-Shakespeare columns of its row
+(its memory columns come from chapter 5) when it was trained as chapter 7's models were: same data, budget, depth
+and device, and a parameter count within 10%.
 
 A record that is missing leaves its cells empty (NaN): the table says what was measured, never fills a gap.
 ``sources(records)`` lists the records used with their device, profile, date and whether the code changed since.
