@@ -219,22 +219,35 @@ def _cpu_threads(n: int):
 
 
 def _run_row(run_synthetic, arch, task, seq_len, d_model, n_layers, opts, kw) -> dict:
+    """One run as a row. A run that runs out of memory (a long sequence on a small GPU) is a row too: ``oom``
+    True and no accuracy, so that a sweep goes on and its table says where each architecture stopped."""
+    from .bench import _free, _is_oom
+    from .device import default_device
+
     t0 = time.perf_counter()
-    with _cpu_threads(1):
-        run = run_synthetic(arch, task, seq_len, d_model=d_model, n_layers=n_layers, task_options=opts, **kw)
-    m = run.result.metrics
-    return {
-        "arch": arch,
-        "task": task,
-        "seq_len": seq_len,
-        "d_model": d_model,
-        "n_params": run.result.n_params,
-        "accuracy": m.get("val_accuracy", float("nan")),
-        "val_loss": m.get("val_loss", float("nan")),
-        "steps": run.result.steps,
-        "train_seconds": run.result.train_seconds,
-        "wall_seconds": time.perf_counter() - t0,
-    }
+    row = {"arch": arch, "task": task, "seq_len": seq_len, "d_model": d_model}
+    try:
+        with _cpu_threads(1):
+            run = run_synthetic(arch, task, seq_len, d_model=d_model, n_layers=n_layers, task_options=opts, **kw)
+    except Exception as e:
+        if not _is_oom(e):
+            raise
+        run = None
+        _free(default_device())
+    if run is None:
+        nan = float("nan")
+        row.update(n_params=nan, accuracy=nan, val_loss=nan, steps=0, train_seconds=nan, oom=True)
+    else:
+        m = run.result.metrics
+        row.update(
+            n_params=run.result.n_params,
+            accuracy=m.get("val_accuracy", float("nan")),
+            val_loss=m.get("val_loss", float("nan")),
+            steps=run.result.steps,
+            train_seconds=run.result.train_seconds,
+            oom=False,
+        )
+    return {**row, "wall_seconds": time.perf_counter() - t0}
 
 
 def length_sweep(

@@ -88,6 +88,40 @@ def test_length_sweep_runs_and_learns_nothing_silly():
     )
     assert list(df.columns[:4]) == ["arch", "task", "seq_len", "d_model"] and len(df) == 1
     assert 0.0 <= df["accuracy"].iloc[0] <= 1.0 and df["steps"].iloc[0] == 2
+    assert not df["oom"].iloc[0]
+
+
+def test_a_run_out_of_memory_is_a_row_and_the_sweep_goes_on(monkeypatch):
+    import torch
+
+    from seqlib import experiments
+
+    real = experiments.run_synthetic
+
+    def run_synthetic(arch, task, seq_len, **kw):
+        if seq_len == 32:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 24.00 GiB")
+        return real(arch, task, seq_len, **kw)
+
+    monkeypatch.setattr(experiments, "run_synthetic", run_synthetic)
+    kw = {"profile": "smoke", "n_eval": 8, "train_overrides": {"max_steps": 1, "eval_every": None}}
+    df = lr.length_sweep(
+        ["cnn"],
+        ["induction_heads"],
+        [16, 32],
+        {"induction_heads": {"cnn": 16}},
+        n_layers=1,
+        task_options={"induction_heads": {"vocab_size": 8}},
+        **kw,
+    )
+    assert list(df["oom"]) == [False, True] and math.isnan(df["accuracy"].iloc[1]) and df["steps"].iloc[1] == 0
+
+    def broken(*a, **k):
+        raise RuntimeError("shape mismatch")  # any other error is not swallowed
+
+    monkeypatch.setattr(experiments, "run_synthetic", broken)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        lr.length_sweep(["cnn"], ["induction_heads"], [16], {"induction_heads": {"cnn": 16}}, n_layers=1, **kw)
 
 
 def test_answer_distances():
