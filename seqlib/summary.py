@@ -18,9 +18,11 @@ column                      from the record(s)                                  
 ``long-range acc``          ``ch6_length_sweep``: mean accuracy over tasks, longest    6
 ==========================  =========================================================  =======
 
-Chapter 10's Mamba + attention hybrid (``ch10_char_hybrid``) fills the two tiny-Shakespeare columns of its row
-(its memory columns come from chapter 5) when it was trained as chapter 7's models were: same data, budget, depth
-and device, and a parameter count within 10%.
+Chapter 10's Mamba + attention hybrid fills the cells of its row whose runs were made as the chapter's own models'
+were (same data, budget, depth and device, a parameter count within 10%): the two tiny-Shakespeare columns from
+``ch10_char_hybrid`` (against chapter 7's records), ``IMDB acc`` and ``SST-2 acc`` from
+``ch10_<imdb|sst2>_hybrid_s<seed>`` (against chapter 8's), ``long-range acc`` from ``ch10_synthetic`` (the same
+settings, tasks and lengths as ``ch6_length_sweep``). Its memory columns come from chapter 5.
 
 A record that is missing leaves its cells empty (NaN): the table says what was measured, never fills a gap.
 ``sources(records)`` lists the records used with their device, profile, date and whether the code changed since.
@@ -55,7 +57,8 @@ COLUMNS: dict[str, tuple[str, bool]] = {
     "long-range acc": ("06_long_range", True),
 }
 _USED = re.compile(
-    r"^(ch4_scaling|ch5_train_memory|ch5_decode_memory|ch6_length_sweep|ch7_(char|word)_|ch8_|ch9_|ch10_char_hybrid$)"
+    r"^(ch4_scaling|ch5_train_memory|ch5_decode_memory|ch6_length_sweep|ch7_(char|word)_|ch8_|ch9_"
+    r"|ch10_char_hybrid$|ch10_(imdb|sst2)_hybrid_s\d+$|ch10_synthetic$)"
 )
 
 
@@ -94,6 +97,34 @@ def _trained_alike(rec: dict, ref: dict) -> bool:
     return bool(same and n and n_ref and abs(n - n_ref) <= 0.1 * n_ref)
 
 
+def _classified_alike(rec: dict, ref: dict | None) -> bool:
+    """Two classification records of one dataset trained with the same data, budget, depth and device, at a
+    matched size."""
+    if ref is None:
+        return False
+    a, b = rec["config"], ref["config"]
+    same = all(a.get(k) == b.get(k) for k in ("data", "train", "seeds"))
+    same &= a["model"].get("n_layers") == b["model"].get("n_layers")
+    same &= rec["provenance"].get("device") == ref["provenance"].get("device")
+    n, n_ref = rec["metrics"].get("n_params"), ref["metrics"].get("n_params")
+    return bool(same and n and n_ref and abs(n - n_ref) <= 0.1 * n_ref)
+
+
+def _swept_alike(rec: dict, ref: dict) -> bool:
+    """Chapter 10's synthetic sweep made with chapter 6's settings, tasks, lengths and device."""
+    c = rec["config"]
+    lengths = sorted(int(n) for n in ref["history"]["seq_len"].unique()) if ref["history"] is not None else []
+    same = c.get("synthetic") == ref["config"] and c.get("lengths") == lengths
+    same &= c.get("tasks") == ref["config"].get("tasks")
+    return bool(same and rec["provenance"].get("device") == ref["provenance"].get("device"))
+
+
+def _long_range(df: pd.DataFrame) -> dict[str, float]:
+    """Per architecture, the mean accuracy over tasks at the longest length it was run at."""
+    longest = df.groupby("arch")["seq_len"].transform("max")
+    return df[df["seq_len"] == longest].groupby("arch")["accuracy"].mean().to_dict()
+
+
 def comparison_table(records: dict[str, dict]) -> pd.DataFrame:
     """One row per architecture that has at least one recorded figure; columns as in ``COLUMNS``."""
     cols: dict[str, dict[str, float]] = {c: {} for c in COLUMNS}
@@ -119,6 +150,9 @@ def comparison_table(records: dict[str, dict]) -> pd.DataFrame:
         for name, rec in records.items():
             if match := re.fullmatch(rf"ch8_{ds}_(\w+)_s\d+", name):
                 accs.setdefault(match.group(1), []).append(rec["metrics"]["val_accuracy"])
+            elif match := re.fullmatch(rf"ch10_{ds}_hybrid_s(\d+)", name):
+                if _classified_alike(rec, records.get(f"ch8_{ds}_transformer_s{match.group(1)}")):
+                    accs.setdefault("hybrid", []).append(rec["metrics"]["val_accuracy"])
         cols[col] = {a: sum(v) / len(v) for a, v in accs.items()}
     if rec := records.get("ch4_scaling"):
         cols["train time exponent"] = {
@@ -131,9 +165,10 @@ def comparison_table(records: dict[str, dict]) -> pd.DataFrame:
         state = _at_longest(rec["history"], "state_bytes_per_seq")
         cols["decode state (KiB)"] = {a: v / 1024 for a, v in state.items()}
     if rec := records.get("ch6_length_sweep"):
-        df = rec["history"]
-        longest = df.groupby("arch")["seq_len"].transform("max")
-        cols["long-range acc"] = df[df["seq_len"] == longest].groupby("arch")["accuracy"].mean().to_dict()
+        cols["long-range acc"] = _long_range(rec["history"])
+        if (rec10 := records.get("ch10_synthetic")) is not None and _swept_alike(rec10, rec):
+            hybrid_rows = rec10["history"][rec10["history"]["arch"] == "hybrid"]
+            cols["long-range acc"].update(_long_range(hybrid_rows))
     table = pd.DataFrame(cols, columns=list(COLUMNS)).astype(float).dropna(how="all")
     order = [a for a in ARCH_STYLE if a in table.index] + sorted(a for a in table.index if a not in ARCH_STYLE)
     return table.loc[order]

@@ -40,9 +40,21 @@ def test_full_profile_language_models_match_their_parameter_target(experiment, v
     _assert_full_width_matches(experiment, "lm", arch, {"vocab_size": vocab})
 
 
+# chapter 10's hybrid: Mamba layers with one attention layer on top
+HYBRIDS = {"ch10_char": ["mamba"] * 3 + ["transformer"], "classify": ["mamba", "transformer"]}
+
+
+def test_full_profile_ch10_hybrid_language_model_matches_its_parameter_target():
+    assert len(HYBRIDS["ch10_char"]) == profiles.get("ch10_char", "full")["model"]["n_layers"]
+    _assert_full_width_matches("ch10_char", "lm", HYBRIDS["ch10_char"], {"vocab_size": 65})
+
+
 @pytest.mark.parametrize("experiment", ["classify_imdb", "classify_sst2"])
-@pytest.mark.parametrize("arch", list(MIXERS))  # the Kim CNN is sized in chapter 8 itself
+@pytest.mark.parametrize("arch", [*MIXERS, "hybrid"])  # the Kim CNN is sized in chapter 8 itself
 def test_full_profile_classifiers_match_their_parameter_target(experiment, arch):
+    if arch == "hybrid":
+        assert len(HYBRIDS["classify"]) == profiles.get(experiment, "full")["model"]["n_layers"]
+        arch = HYBRIDS["classify"]
     cfg = profiles.get(experiment, "full")
     kwargs = {"vocab_size": cfg["data"]["vocab_size"], "num_classes": cfg["model"]["num_classes"]}
     _assert_full_width_matches(experiment, "classify", arch, kwargs)
@@ -64,11 +76,11 @@ def test_full_profile_synthetic_widths_match_their_parameter_target(task):
     m = cfg["model"]
     with torch.device("meta"):  # shapes only
         widths = matched_widths(
-            list(MIXERS),
+            [*MIXERS, ("mamba",) * (m["n_layers"] - 1) + ("transformer",)],
             task,
             m["target_params"],
             n_layers=m["n_layers"],
             task_options=cfg["task_options"][task],
             tolerance=m["match_tolerance"],
         )
-    assert set(widths) == set(MIXERS)  # matched_widths raises on a miss beyond the tolerance
+    assert len(widths) == len(MIXERS) + 1  # matched_widths raises on a miss beyond the tolerance

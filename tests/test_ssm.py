@@ -167,6 +167,42 @@ def test_chunked_scan_stable_long_sequences(dt_scale, A_scale):
     torch.testing.assert_close(y, selective_scan_ref(*args), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("T, block_len, chunk", [(50, 16, 8), (64, 32, 8), (37, 8, 16), (20, 64, 8)])
+def test_blocked_scan_equals_reference_outputs_and_gradients(T, block_len, chunk):
+    """Time cut into blocks recomputed in the backward pass: same outputs and gradients as one step at a time."""
+    args = [t.requires_grad_() for t in _scan_inputs(T, 1.0, 1.0, dtype=torch.float64)]
+    y = selective_scan_chunked(*args, chunk_size=chunk, block_len=block_len)
+    y_ref = selective_scan_ref(*args)
+    torch.testing.assert_close(y, y_ref, atol=1e-10, rtol=1e-10)
+    w = torch.randn_like(y)
+    grads = torch.autograd.grad((y * w).sum(), args)
+    grads_ref = torch.autograd.grad((y_ref * w).sum(), args)
+    for g, g_ref in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(g, g_ref, atol=1e-10, rtol=1e-10)
+
+
+def test_scan_cuts_time_into_blocks_only_past_the_size_limit(monkeypatch):
+    from seqlib.models import ssm
+
+    args = [t.requires_grad_() for t in _scan_inputs(40, 1.0, 1.0, dtype=torch.float64)]
+    calls = []
+    real = ssm._scan_block
+    monkeypatch.setattr(ssm, "_scan_block", lambda *a: calls.append(a[0].shape[-1]) or real(*a))
+    y_whole = selective_scan_chunked(*args, chunk_size=8)
+    assert calls == [40]  # 2 x 6 x 40 x 16 numbers: far below the limit, one block
+    calls.clear()
+    monkeypatch.setattr(ssm, "SCAN_BLOCK_ELEMENTS", 2 * 6 * 16 * 16)  # 16 steps' states fit
+    y_blocks = selective_scan_chunked(*args, chunk_size=8)
+    assert calls == [16, 16, 8]
+    torch.testing.assert_close(y_blocks, y_whole, atol=1e-12, rtol=1e-12)
+    calls.clear()
+    with torch.no_grad():  # no backward pass: nothing to keep, no reason to cut
+        selective_scan_chunked(*args, chunk_size=8)
+    assert calls == [40]
+    with pytest.raises(ValueError, match="block_len"):
+        selective_scan_chunked(*args, block_len=0)
+
+
 def test_mamba_long_sequence_with_strong_decays():
     m = MambaMixer(D, chunk_size=64)
     with torch.no_grad():

@@ -96,3 +96,47 @@ def test_the_hybrid_joins_chapter_7_columns_only_when_trained_alike(tmp_path):
     for n_params, n_layers, budget in ((1200, 2, 7.0), (1000, 4, 7.0), (1000, 2, 3.0)):  # size, depth, budget
         _lm(tmp_path, "ch10_char_hybrid", 3 * math.log(2), n_params, n_layers, budget)
         assert "hybrid" not in summary.comparison_table(summary.collect(results_dir=tmp_path)).index
+
+
+def _classifier(tmp_path, name, acc, n_params, train_seconds, seed):
+    cfg = {"data": {"max_len": 16}, "train": {"max_seconds": train_seconds}, "seeds": [0, 1]}
+    cfg["model"] = {"d_model": 32, "n_layers": 2}
+    metrics = {"val_accuracy": acc, "n_params": n_params}
+    results.record(name, metrics, config=cfg, seed=seed, profile="smoke", results_dir=tmp_path)
+
+
+def test_the_hybrid_joins_chapter_8_columns_only_when_trained_alike(tmp_path):
+    for seed in (0, 1):
+        _classifier(tmp_path, f"ch8_sst2_transformer_s{seed}", 0.7, 1000, 2.0, seed)
+        _classifier(tmp_path, f"ch10_sst2_hybrid_s{seed}", 0.8 + 0.1 * seed, 1050, 2.0, seed)
+        _classifier(tmp_path, f"ch10_sst2_transformer_s{seed}", 0.1, 1000, 2.0, seed)  # a fallback baseline
+    t = summary.comparison_table(summary.collect(results_dir=tmp_path))
+    assert t.loc["hybrid", "SST-2 acc"] == pytest.approx(0.85)  # the mean over seeds
+    assert t.loc["transformer", "SST-2 acc"] == pytest.approx(0.7)  # chapter 10's own baselines are not used
+    assert math.isnan(t.loc["hybrid", "IMDB acc"])
+    for seed in (0, 1):  # another budget
+        _classifier(tmp_path, f"ch10_sst2_hybrid_s{seed}", 0.8, 1050, 5.0, seed)
+    assert "hybrid" not in summary.comparison_table(summary.collect(results_dir=tmp_path)).index
+
+
+def test_the_hybrid_joins_the_long_range_column_only_when_swept_like_chapter_6(tmp_path):
+    syn = {"tasks": ["copy", "recall"], "lengths": [32, 64]}
+    sweep = pd.DataFrame(
+        {
+            "arch": ["mamba"] * 4,
+            "task": ["copy", "recall"] * 2,
+            "seq_len": [32, 32, 64, 64],
+            "accuracy": [1, 1, 0.5, 0.3],
+        }
+    )
+    results.record("ch6_length_sweep", {"runs": 4}, config=syn, history=sweep, profile="smoke", results_dir=tmp_path)
+    hybrid = sweep.assign(arch="hybrid", accuracy=[1, 1, 0.9, 0.7])
+
+    def ch10(config):
+        results.record("ch10_synthetic", {}, config=config, history=hybrid, profile="smoke", results_dir=tmp_path)
+        return summary.comparison_table(summary.collect(results_dir=tmp_path))
+
+    alike = {"tasks": syn["tasks"], "lengths": [32, 64], "synthetic": syn, "source": "chapter 6's record"}
+    assert ch10(alike).loc["hybrid", "long-range acc"] == pytest.approx(0.8)
+    assert "hybrid" not in ch10({**alike, "lengths": [32]}).index
+    assert "hybrid" not in ch10({**alike, "synthetic": {**syn, "lengths": [16]}}).index

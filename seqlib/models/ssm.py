@@ -31,7 +31,9 @@ recurrence inside every chunk at once with a work-efficient parallel (Blelloch) 
 ends, then adds each chunk's incoming state times its decay since the chunk's start, ``exp(cumsum(dt A))``.
 Every factor it multiplies is a decay ``exp(dt A) <= 1`` or a product of them, so nothing overflows whatever the
 length or the decay strength. The scan is an ``autograd.Function`` whose backward is the same scan run backwards
-in time, so training keeps O(1) copies of the (B, Di, T, N) state instead of one per round.
+in time, so training keeps O(1) copies of the (B, Di, T, N) state instead of one per round; past
+``SCAN_BLOCK_ELEMENTS`` numbers, time is cut into blocks recomputed in the backward pass, so training holds the
+states of one block at a time (memory linear in T with a small constant, as Mamba's fused kernel).
 Streaming state: the last ``d_conv - 1`` conv inputs and ``h``: ``expand * d_model * (d_state + d_conv - 1)``.
 ``causal=False`` adds a second selective SSM (own conv, projections, ``A``, ``D``; shared ``in_proj``,
 ``out_proj`` and gate, as in Vision Mamba) run over each sequence reversed: only its real tokens are
@@ -49,6 +51,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .base import Mixer, zero_padding
 
@@ -261,22 +264,56 @@ def linear_scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return _LinearScan.apply(a, b)[..., :T, :]
 
 
-def selective_scan_chunked(u, delta, A, B, C, D, chunk_size: int = 64):
-    """Same as ``selective_scan_ref``, parallel over time: a scan inside every chunk, then one over the chunks."""
-    Bsz, Di, T = u.shape
+#: Elements of one (batch, inner width, time, state) tensor above which the training scan runs in blocks of time,
+#: each recomputed in the backward pass (2**26 float32 numbers = 256 MiB).
+SCAN_BLOCK_ELEMENTS = 2**26
+
+
+def _scan_block(u, delta, A, B, C, h0, chunk_size: int):
+    """The chunked scan over one block of time, from the state ``h0`` (B, Di, N): ``(C . h`` (B, Di, T), last h)."""
+    T = u.shape[-1]
     n = -(-T // chunk_size)
-    pad = n * chunk_size - T  # padded steps (delta = 0, u = 0) come last and are cut off
+    pad = n * chunk_size - T  # padded steps (delta = 0, u = 0: a = 1, b = 0) come last and keep the state
     u, delta, B, C = (F.pad(t, (0, pad)) for t in (u, delta, B, C))
     log_a = delta[..., None] * A[:, None, :]  # (B, Di, T', N) log-decays dt*A <= 0
     b = (delta * u)[..., None] * B.transpose(1, 2)[:, None]  # (B, Di, T', N)
+    if h0 is not None:  # h_0 = a_0 h0 + b_0: fold the incoming state into the first step
+        b = torch.cat([b[..., :1, :] + torch.exp(log_a[..., :1, :]) * h0[..., None, :], b[..., 1:, :]], dim=-2)
     log_a, b = (t.unflatten(2, (n, chunk_size)) for t in (log_a, b))  # (B, Di, n, chunk, N)
     h = linear_scan(torch.exp(log_a), b)  # within each chunk, starting from h = 0
     decay = torch.exp(log_a.cumsum(-2))  # (B, Di, n, chunk, N) decay from the chunk's start, <= 1
     h_end = linear_scan(decay[..., -1, :], h[..., -1, :])  # (B, Di, n, N) true state at each chunk's end
     h_in = F.pad(h_end[..., :-1, :], (0, 0, 1, 0))  # state entering each chunk
     h = torch.addcmul(h, decay, h_in[..., None, :]).flatten(2, 3)  # (B, Di, T', N)
-    y = torch.einsum("bdtn,bnt->bdt", h, C)
-    return y[..., :T] + D[:, None] * u[..., :T]
+    return torch.einsum("bdtn,bnt->bdt", h[..., :T, :], C[..., :T]), h_end[..., -1, :]
+
+
+def selective_scan_chunked(u, delta, A, B, C, D, chunk_size: int = 64, block_len: int | None = None):
+    """Same as ``selective_scan_ref``, parallel over time: a scan inside every chunk, then one over the chunks.
+
+    When a gradient is needed and the (B, Di, T, N) states would exceed ``SCAN_BLOCK_ELEMENTS`` numbers, time is
+    cut into blocks of ``block_len`` steps (default: as long as that allows, a multiple of ``chunk_size``), each
+    started from the previous block's last state and recomputed in the backward pass
+    (``torch.utils.checkpoint``): training then holds the states of one block at a time, as Mamba's fused kernel
+    recomputes them instead of storing them.
+    """
+    Bsz, Di, T = u.shape
+    N = A.shape[1]
+    if block_len is None:
+        fit = SCAN_BLOCK_ELEMENTS // max(1, Bsz * Di * N)
+        block_len = T if T <= fit or not torch.is_grad_enabled() else max(chunk_size, fit // chunk_size * chunk_size)
+    elif not isinstance(block_len, int) or block_len <= 0:
+        raise ValueError(f"block_len must be a positive int, got {block_len!r}")
+    if block_len >= T:
+        y, _ = _scan_block(u, delta, A, B, C, None, chunk_size)
+    else:
+        ys, h = [], None
+        for s in range(0, T, block_len):
+            u_s, delta_s, B_s, C_s = (t[..., s : s + block_len] for t in (u, delta, B, C))
+            y_s, h = checkpoint(_scan_block, u_s, delta_s, A, B_s, C_s, h, chunk_size, use_reentrant=False)
+            ys.append(y_s)
+        y = torch.cat(ys, dim=-1)
+    return y + D[:, None] * u
 
 
 class _SelectiveSSM(nn.Module):
