@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Executes the book in the full profile on a GPU machine without internet access, within a time budget, and packs
+# what it produced. Run it from the repository root; run it again (with the notebooks and results it packed put
+# back) to execute the notebooks that did not fit: `execute` skips every notebook that is already fresh.
+#
+#   tools/execute-offline-gpu.sh WHEELS DATA OUT [SECONDS]
+#
+#   WHEELS   a folder of wheels for what the machine's Python lacks, or - for none. For a machine whose python3
+#            has PyTorch, numpy, pandas, matplotlib, seaborn, tokenizers, sacrebleu and tqdm: `datasets`, a Jupyter
+#            kernel and `myst-nb` (only its `glue`, which needs IPython alone: no Sphinx), e.g. on a connected
+#            machine `shared/tools/offline-wheelhouse.sh WHEELS` then
+#            `pip download --no-deps --only-binary=:all: --python-version 3.12 -d WHEELS myst-nb`.
+#   DATA     a copy of the data laid out like shared/data (SEQLIB_DATA)
+#   OUT      a folder for book.tar.gz (notebooks/ and results/) and the logs
+#   SECONDS  the budget for the whole script (default 480): no notebook starts that would not finish within it,
+#            by its last recorded time
+set -uo pipefail
+wheels=${1:?usage: tools/execute-offline-gpu.sh WHEELS DATA OUT [SECONDS]}
+data=${2:?usage: tools/execute-offline-gpu.sh WHEELS DATA OUT [SECONDS]}
+out=${3:?usage: tools/execute-offline-gpu.sh WHEELS DATA OUT [SECONDS]}
+budget=${4:-480}
+start=$SECONDS
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 SEQLIB_PROFILE=${SEQLIB_PROFILE:-full} SEQLIB_DATA
+SEQLIB_DATA=$(realpath "$data") || exit 1
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+if [ "$wheels" != - ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/seqlib-site \
+    "$wheels"/*.whl || exit 1
+  export PYTHONPATH=/tmp/seqlib-site:$PYTHONPATH
+fi
+python3 - <<'PY' || exit 1
+import torch, datasets, nbclient, ipykernel, myst_nb  # everything `execute` and the notebooks import
+from seqlib import profiles
+from seqlib.device import device_name
+
+print(f"torch {torch.__version__} on {device_name()}, profile {profiles.current_profile()}")
+if profiles.current_profile() == "full" and not torch.cuda.is_available():
+    raise SystemExit("the full profile is meant for a GPU, and torch sees none")
+PY
+
+# The library's benchmarks, unless a record made with the current code is there already.
+for bench in mixers mfu; do
+  if python3 -c "import sys; from seqlib import results; sys.exit(results.is_stale(results.load('bench_$bench')))" \
+    2>/dev/null; then
+    echo "bench $bench: recorded with the current code, skipped"
+  else
+    python3 -m seqlib bench "$bench" --profile "$SEQLIB_PROFILE" --record "bench_$bench" 2>&1 \
+      | tee "$out/bench_$bench.log"
+  fi
+done
+
+python3 -m seqlib.book execute --time-budget $((budget - (SECONDS - start))) 2>&1 | tee "$out/execute.log"
+status=${PIPESTATUS[0]}
+python3 -m seqlib.book check 2>&1 | tee "$out/check.log"
+tar czf "$out/book.tar.gz" notebooks results
+echo "packed $(du -h "$out/book.tar.gz" | cut -f1) in $out/book.tar.gz after $((SECONDS - start)) s"
+exit "$status"
