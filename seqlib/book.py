@@ -4,9 +4,12 @@
     python -m seqlib.book check [--strict]                 # outputs present, no errors; a table of every notebook
 
 ``execute`` runs each notebook top to bottom through nbclient (the profile comes from ``SEQLIB_PROFILE``),
-stores in its metadata (``metadata.seqlib``) the device, profile, wall time, a hash of its code cells and
-a hash of seqlib's sources, and updates ``results/book_execution.json``. A notebook is *stale* when its
-code cells or seqlib changed since it was executed. ``check`` fails on a notebook without outputs or with an
+stores in its metadata (``metadata.seqlib``) the device, profile, wall time, a hash of its code cells, a hash
+of seqlib's sources and what its kernel depended on (``seqlib.results.dependencies``: the seqlib modules it
+imported, the experiment settings and the full-profile records it read), and updates
+``results/book_execution.json``. A notebook is *stale* when its code cells or any of those dependencies changed
+since it was executed: a change to chapter 7's settings leaves chapter 4 fresh, and a new chapter 6 record makes
+chapter 10, which reads it, stale. ``check`` fails on a notebook without outputs or with an
 error output; ``--strict`` also fails on a stale notebook or one not executed on a GPU in the full profile.
 
 The first cell of every notebook calls :func:`setup`.
@@ -143,11 +146,16 @@ def _has_outputs(nb) -> bool:
 def notebook_status(path: Path) -> dict:
     import nbformat
 
-    from .results import code_hash
+    from .results import code_hash, dependency_hash
 
     nb = nbformat.read(path, as_version=4)
     meta = nb.metadata.get("seqlib", {})
-    stale = not meta or meta.get("code_cells_hash") != code_cells_hash(nb) or meta.get("seqlib_hash") != code_hash()
+    deps = meta.get("dependencies")
+    if isinstance(deps, dict) and "hash" in deps:
+        code_changed = dependency_hash(deps) != deps["hash"]
+    else:  # executed before dependencies were recorded: any change to seqlib counts
+        code_changed = meta.get("seqlib_hash") != code_hash()
+    stale = not meta or meta.get("code_cells_hash") != code_cells_hash(nb) or code_changed
     return {
         "notebook": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
         "device": meta.get("device", "-"),
@@ -164,16 +172,19 @@ def notebook_status(path: Path) -> dict:
 AGGREGATES = ("12_when_to_use.ipynb",)
 
 
-def to_execute(paths: list[Path]) -> list[Path]:
-    """The notebooks of ``paths`` that need executing: stale, without outputs, or executed in another profile
-    than the current one; plus the aggregating notebooks when anything else runs. Order is kept."""
+def needs_execution(path: Path) -> bool:
+    """Stale, without outputs, or executed in another profile than the current one."""
     from .profiles import current_profile
 
-    def needs(p):
-        st = notebook_status(p)
-        return st["stale"] or not st["executed"] or st["profile"] != current_profile()
+    st = notebook_status(path)
+    return st["stale"] or not st["executed"] or st["profile"] != current_profile()
 
-    chosen = [p for p in paths if needs(p)]
+
+def to_execute(paths: list[Path]) -> list[Path]:
+    """The notebooks of ``paths`` that need executing now (``needs_execution``), plus the aggregating notebooks
+    when anything else runs. Order is kept. (``execute(..., only_needed=True)`` asks again before each notebook:
+    executing one can make a later one that reads its records stale.)"""
+    chosen = [p for p in paths if needs_execution(p)]
     if any(p.name not in AGGREGATES for p in chosen):
         chosen = [p for p in paths if p in chosen or p.name in AGGREGATES]
     return chosen
@@ -183,8 +194,18 @@ def to_execute(paths: list[Path]) -> list[Path]:
 NOTEBOOK_LIMIT_S = {"smoke": 180.0, "full": 300.0}
 
 
+#: run in the kernel after a notebook's cells (and removed from it): what the kernel depended on, as JSON
+_DEPENDENCY_PROBE = (
+    "import json as _json\nfrom seqlib.results import dependencies as _deps\nprint(_json.dumps(_deps()))"
+)
+
+
 def execute(
-    paths: list[Path], timeout: int = 1800, log_path: Path | None = None, time_budget: float | None = None
+    paths: list[Path],
+    timeout: int = 1800,
+    log_path: Path | None = None,
+    time_budget: float | None = None,
+    only_needed: bool = False,
 ) -> list[dict]:
     """Execute notebooks in place (kernel ``python3``, working directory = the notebook's folder).
 
@@ -193,6 +214,8 @@ def execute(
     ``RuntimeError`` at the end names the failures. ``time_budget`` (seconds): a notebook is not started when
     its last recorded wall time in this profile (else ``NOTEBOOK_LIMIT_S``) no longer fits in what is left;
     the notebooks left over are named, so that a later call (``execute`` without arguments) picks them up.
+    ``only_needed``: skip a notebook that does not need executing (``needs_execution``, asked just before it,
+    so that one made stale by an earlier one of this call runs too), except an aggregating one after any other ran.
     """
     import nbformat
     import torch
@@ -211,15 +234,19 @@ def execute(
     done, failed, start = [], [], time.perf_counter()
     for i, path in enumerate(paths):
         rel = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
+        if only_needed and not needs_execution(path) and not (path.name in AGGREGATES and done):
+            continue
         if time_budget is not None:
             last = log.get(rel, {})
             guess = last["wall_time_s"] if last.get("profile") == profile else NOTEBOOK_LIMIT_S[profile]
             if time.perf_counter() - start + guess > time_budget:
-                print(f"time budget: left for a later call: {', '.join(p.name for p in paths[i:])}", flush=True)
+                left = [p.name for p in paths[i:] if not only_needed or needs_execution(p) or p.name in AGGREGATES]
+                print(f"time budget: left for a later call: {', '.join(left)}", flush=True)
                 break
         nb = nbformat.read(path, as_version=4)
         print(f"executing {path.name} (profile {profile}) ...", flush=True)
         t0 = time.perf_counter()
+        nb.cells.append(nbformat.v4.new_code_cell(_DEPENDENCY_PROBE))
         try:
             NotebookClient(
                 nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
@@ -229,6 +256,8 @@ def execute(
             failed.append(path.name)
             continue
         wall = time.perf_counter() - t0
+        probe = nb.cells.pop()
+        deps = json.loads("".join(o.get("text", "") for o in probe.outputs if o.get("output_type") == "stream"))
         meta = {
             "device": device_name(),
             "cuda": torch.cuda.is_available(),
@@ -236,6 +265,7 @@ def execute(
             "wall_time_s": round(wall, 1),
             "code_cells_hash": code_cells_hash(nb),
             "seqlib_hash": code_hash(),
+            "dependencies": deps,
             "torch": torch.__version__,
             "executed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
@@ -309,13 +339,12 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"not a notebook: {p}")
     paths = [p.resolve() for p in args.notebooks] or toc_notebooks()
     if args.cmd == "execute":
-        if not args.notebooks and not args.all:
-            paths = to_execute(paths)
-            if not paths:
-                print("every notebook is fresh and was executed in this profile; use --all to execute them anyway")
-                return 0
+        only_needed = not args.notebooks and not args.all
+        if only_needed and not to_execute(paths):
+            print("every notebook is fresh and was executed in this profile; use --all to execute them anyway")
+            return 0
         try:
-            execute(paths, timeout=args.timeout, time_budget=args.time_budget)
+            execute(paths, timeout=args.timeout, time_budget=args.time_budget, only_needed=only_needed)
         except RuntimeError as e:
             print(e, file=sys.stderr)
             return 1

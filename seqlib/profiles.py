@@ -566,6 +566,11 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+#: ``(experiment, profile)`` of every ``get`` in this process: the settings its results depend on, recorded with
+#: them (``seqlib.results.dependencies``), so that a change to one experiment leaves the others' results fresh
+READ: set[tuple[str, str]] = set()
+
+
 def get(name: str, profile: str | None = None) -> dict[str, Any]:
     """The settings of experiment ``name`` for ``profile`` (default: ``current_profile()``), as a fresh copy."""
     if name not in EXPERIMENTS:
@@ -573,4 +578,10 @@ def get(name: str, profile: str | None = None) -> dict[str, Any]:
     profile = current_profile() if profile is None else profile
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; valid values: {', '.join(PROFILES)}")
+    READ.add((name, profile))
     return copy.deepcopy(EXPERIMENTS[name][profile])
+
+
+def declared(name: str, profile: str) -> dict[str, Any] | None:
+    """The settings as declared now, or None where there are none (not logged in ``READ``; for staleness checks)."""
+    return EXPERIMENTS.get(name, {}).get(profile)

@@ -4,14 +4,19 @@
 
     {"name": ..., "metrics": {...}, "config": {...}, "history": {"columns": [...], "data": {...}},
      "provenance": {"device", "torch", "cuda", "cudnn", "python", "seqlib_version", "code_hash",
-                    "git_commit", "git_dirty", "seed", "date", "wall_time", "profile"}}
+                    "dependencies", "git_commit", "git_dirty", "seed", "date", "wall_time", "profile"}}
 
 Only the ``full`` profile writes to the results directory (``$SEQLIB_RESULTS``, else ``results/`` at the
 root of the repository holding ``seqlib``, else ``./results`` for an installed package). ``smoke`` runs
 write to ``<tmp>/seqlib-results-smoke`` so that a quick check never overwrites a committed result.
 
 ``code_hash()`` is the SHA-256 of seqlib's source (every ``.py`` file of the package, sorted by relative
-path, path and content); ``is_stale(record)`` says whether the code changed since the record was made.
+path, path and content). ``dependencies()`` names what a process's results depend on: the seqlib modules it
+imported (``profiles.py`` aside), the experiment settings it read (``profiles.get``) and the full-profile records it
+read (``load``, ``seqlib.summary.collect``), with one hash over their current contents. Every record carries it;
+``is_stale(record)`` says whether any of it changed since the record was made (the whole package's hash, for a
+record that predates it). A change to one experiment's settings or to a module a chapter does not import leaves
+that chapter's results fresh.
 The JSON is deterministic: sorted keys, one-space indent, missing and non-finite numbers as ``null``.
 """
 
@@ -26,6 +31,7 @@ import os
 import platform
 import re
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -34,11 +40,21 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import __version__
+from . import __version__, profiles
 from .device import device_name
 from .profiles import PROFILES, current_profile
 
-__all__ = ["record", "load", "is_stale", "code_hash", "format_provenance", "default_dir", "provenance"]
+__all__ = [
+    "record",
+    "load",
+    "is_stale",
+    "code_hash",
+    "dependencies",
+    "dependency_hash",
+    "format_provenance",
+    "default_dir",
+    "provenance",
+]
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*(/[A-Za-z0-9][A-Za-z0-9_.\-]*)*$")
@@ -73,6 +89,51 @@ def code_hash() -> str:
     return h.hexdigest()
 
 
+#: ``(name, profile)`` of the full-profile records this process read from the results directory
+READ: set[tuple[str, str]] = set()
+
+
+def _loaded_modules() -> list[str]:
+    """The seqlib source files this process imported, relative to the package (``profiles.py`` aside: its
+    experiments count one by one, through ``profiles.READ``)."""
+    files = set()
+    for module in list(sys.modules.values()):
+        f = getattr(module, "__file__", None)
+        if f and f.endswith(".py"):
+            path = Path(f).resolve()
+            if path.is_relative_to(PACKAGE_DIR):
+                files.add(path.relative_to(PACKAGE_DIR).as_posix())
+    return sorted(files - {"profiles.py"})
+
+
+def dependency_hash(deps: dict) -> str:
+    """SHA-256 over the current contents of what ``deps`` names (see ``dependencies``)."""
+    h = hashlib.sha256()
+    for rel in deps.get("modules", []):
+        path = PACKAGE_DIR / rel
+        h.update(rel.encode() + b"\0" + (path.read_bytes() if path.is_file() else b"<missing>") + b"\0")
+    for name, profile in deps.get("profiles", []):
+        h.update(json.dumps([name, profile, profiles.declared(name, profile)], sort_keys=True).encode() + b"\0")
+    for name, profile in deps.get("records", []):
+        path = default_dir(profile) / f"{name}.json"
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "<missing>"
+        h.update(f"{name}\0{profile}\0{digest}\0".encode())
+    return h.hexdigest()
+
+
+def dependencies(exclude_record: str | None = None) -> dict[str, Any]:
+    """What this process's results depend on so far, with ``dependency_hash`` over it: ``modules`` (seqlib files
+    imported), ``profiles`` (``[experiment, profile]`` read) and ``records`` (``[name, profile]`` of the
+    full-profile records read; ``exclude_record``: a name left out, the record being written)."""
+    deps: dict[str, Any] = {
+        "modules": _loaded_modules(),
+        "profiles": sorted([name, profile] for name, profile in profiles.READ),
+        "records": sorted([name, profile] for name, profile in READ if name != exclude_record),
+    }
+    deps["hash"] = dependency_hash(deps)
+    return deps
+
+
 def _git(*args: str) -> str | None:
     try:
         out = subprocess.run(["git", *args], cwd=PACKAGE_DIR, capture_output=True, text=True, timeout=5)
@@ -81,7 +142,7 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def provenance(*, seed=None, wall_time=None, profile: str | None = None) -> dict[str, Any]:
+def provenance(*, seed=None, wall_time=None, profile: str | None = None, name: str | None = None) -> dict[str, Any]:
     """Where and with what a result was produced (device, versions, code, seed, date)."""
     commit = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain", "--", str(PACKAGE_DIR)) if commit else None
@@ -93,6 +154,7 @@ def provenance(*, seed=None, wall_time=None, profile: str | None = None) -> dict
         "python": platform.python_version(),
         "seqlib_version": __version__,
         "code_hash": code_hash(),
+        "dependencies": dependencies(exclude_record=name),
         "git_commit": commit,
         "git_dirty": bool(status) if status is not None else None,  # uncommitted changes to seqlib
         "seed": seed,
@@ -163,7 +225,7 @@ def record(
         "metrics": metrics,
         "config": config,
         "history": history,
-        "provenance": provenance(seed=seed, wall_time=wall_time, profile=profile),
+        "provenance": provenance(seed=seed, wall_time=wall_time, profile=profile, name=name),
     }
     text = json.dumps(_jsonable(rec), indent=1, sort_keys=True, allow_nan=False) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -178,6 +240,8 @@ def load(name: str, profile: str | None = None, *, results_dir: str | os.PathLik
     profile = current_profile() if profile is None else profile
     directory = Path(results_dir) if results_dir is not None else default_dir(profile)
     path = _path(name, directory)
+    if results_dir is None and profile == "full":  # a missing record counts too: its arrival changes the result
+        READ.add((name, profile))
     if not path.exists():
         how = (
             "run the notebook that records it in the full profile (SEQLIB_PROFILE=full, on a GPU), "
@@ -194,8 +258,13 @@ def load(name: str, profile: str | None = None, *, results_dir: str | os.PathLik
 
 
 def is_stale(record: dict) -> bool:
-    """True when seqlib's code changed since ``record`` was made (its code hash differs from ``code_hash()``)."""
-    return record.get("provenance", {}).get("code_hash") != code_hash()
+    """True when what ``record`` depends on changed since it was made (see ``dependencies``); for a record that
+    names no dependencies, when any of seqlib's code changed (``code_hash()``)."""
+    p = record.get("provenance", {})
+    deps = p.get("dependencies")
+    if isinstance(deps, dict) and "hash" in deps:
+        return dependency_hash(deps) != deps["hash"]
+    return p.get("code_hash") != code_hash()
 
 
 def format_provenance(record: dict) -> str:

@@ -37,7 +37,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import results
 from .plots import ARCH_STYLE
+from .profiles import current_profile
 from .results import default_dir, is_stale
 
 __all__ = ["COLUMNS", "collect", "comparison_table", "sources"]
@@ -65,6 +67,7 @@ _USED = re.compile(
 def collect(profile: str | None = None, results_dir: str | Path | None = None) -> dict[str, dict]:
     """Every record (``name -> record``, history as a DataFrame) in the results directory of ``profile``."""
     directory = Path(results_dir) if results_dir is not None else default_dir(profile)
+    logged = results_dir is None and (profile or current_profile()) == "full"  # what the caller's results read
     records = {}
     for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
         try:
@@ -76,6 +79,8 @@ def collect(profile: str | None = None, results_dir: str | Path | None = None) -
         hist = rec.get("history")
         rec["history"] = pd.DataFrame(hist["data"], columns=hist["columns"]) if hist else None
         records[rec.get("name", path.stem)] = rec
+        if logged:
+            results.READ.add((path.stem, "full"))
     return records
 
 

@@ -151,3 +151,41 @@ def test_to_execute_picks_stale_other_profile_and_the_aggregating_notebook(tmp_p
 def test_cli_rejects_a_path_that_is_not_a_notebook(tmp_path):
     with pytest.raises(SystemExit):
         book.main(["check", str(tmp_path / "missing.ipynb")])
+
+
+def test_a_notebook_is_stale_when_what_it_read_changes_and_only_then(tmp_path, monkeypatch):
+    """The kernel's dependencies go into the metadata: settings and records read; execute asks again before each
+    notebook, so one made stale by an earlier one of the same call runs too."""
+    from seqlib import profiles
+
+    monkeypatch.setenv("SEQLIB_PROFILE", "full")
+    monkeypatch.setenv("SEQLIB_RESULTS", str(tmp_path / "results"))  # the kernels inherit it
+    up = _notebook(
+        tmp_path,
+        "from seqlib import profiles, results\nprofiles.get('char_lm')\nresults.record('up', {'x': 1})",
+        outputs=False,
+        name="01_up.ipynb",
+    )
+    down = _notebook(tmp_path, "from seqlib import results\nresults.load('up')", outputs=False, name="02_down.ipynb")
+    log = tmp_path / "log.json"
+    book.execute([up, down], timeout=120, log_path=log)
+    deps = nbformat.read(down, as_version=4).metadata["seqlib"]["dependencies"]
+    assert deps["records"] == [["up", "full"]] and "results.py" in deps["modules"]
+    assert len(nbformat.read(up, as_version=4).cells) == 1  # the probe cell is not left in the notebook
+    assert not book.notebook_status(up)["stale"] and not book.notebook_status(down)["stale"]
+    experiments = {k: dict(v) for k, v in profiles.EXPERIMENTS.items()}
+    monkeypatch.setattr(profiles, "EXPERIMENTS", experiments)
+    experiments["word_lm"]["full"] = {"changed": True}
+    assert not book.notebook_status(up)["stale"]  # settings it did not read
+    experiments["char_lm"]["full"] = {"changed": True}
+    assert book.notebook_status(up)["stale"] and not book.notebook_status(down)["stale"]
+    monkeypatch.undo()  # the kernels read the settings as declared: change the notebook itself instead
+    monkeypatch.setenv("SEQLIB_PROFILE", "full")
+    monkeypatch.setenv("SEQLIB_RESULTS", str(tmp_path / "results"))
+    nb = nbformat.read(up, as_version=4)
+    nb.cells[0].source += "\nresults.record('up', {'x': 2})"
+    nbformat.write(nb, up)
+    assert book.notebook_status(up)["stale"] and not book.notebook_status(down)["stale"]
+    ran = book.execute([up, down], timeout=120, log_path=log, only_needed=True)  # up runs, and rewrites 'up'
+    assert len(ran) == 2 and not book.notebook_status(down)["stale"]
+    assert book.execute([up, down], timeout=120, log_path=log, only_needed=True) == []

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from seqlib import results
+from seqlib import profiles, results
 
 
 @pytest.fixture
@@ -89,14 +89,78 @@ def test_bad_inputs():
         results.record("x", {"model": object()}, results_dir=".", profile="full")
 
 
-def test_is_stale_detects_a_code_change(dirs, monkeypatch):
+@pytest.fixture
+def fresh_reads(monkeypatch):
+    """An empty record of what this process read, as at the start of a notebook's kernel."""
+    monkeypatch.setattr(results, "READ", set())
+    monkeypatch.setattr(profiles, "READ", set())
+
+
+def test_a_record_without_dependencies_is_stale_on_any_code_change(dirs, monkeypatch):
     results.record("run", {"a": 1}, profile="full")
     rec = results.load("run", profile="full")
+    del rec["provenance"]["dependencies"]  # as recorded before dependencies were
     assert not results.is_stale(rec)
     assert "STALE" not in results.format_provenance(rec)
     monkeypatch.setattr(results, "code_hash", lambda: "0" * 64)
     assert results.is_stale(rec)
     assert "STALE" in results.format_provenance(rec)
+
+
+def test_staleness_follows_the_modules_imported(dirs, fresh_reads, tmp_path, monkeypatch):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    for name in ("used.py", "unused.py"):
+        (pkg / name).write_text("x = 1\n")
+    monkeypatch.setattr(results, "PACKAGE_DIR", pkg)
+    monkeypatch.setattr(results, "_loaded_modules", lambda: ["used.py"])
+    results.record("run", {"a": 1}, profile="full")
+    rec = results.load("run", profile="full")
+    assert rec["provenance"]["dependencies"]["modules"] == ["used.py"]
+    (pkg / "unused.py").write_text("x = 2\n")
+    assert not results.is_stale(rec)  # a module the run did not import
+    (pkg / "used.py").write_text("x = 2\n")
+    assert results.is_stale(rec)
+
+
+def test_staleness_follows_the_experiment_settings_read(dirs, fresh_reads, monkeypatch):
+    experiments = {name: dict(profiles.EXPERIMENTS[name]) for name in ("char_lm", "word_lm")}
+    monkeypatch.setattr(profiles, "EXPERIMENTS", experiments)
+    profiles.get("char_lm", "full")
+    results.record("run", {"a": 1}, profile="full")
+    rec = results.load("run", profile="full")
+    assert rec["provenance"]["dependencies"]["profiles"] == [["char_lm", "full"]]
+    experiments["word_lm"]["full"] = {"changed": True}
+    experiments["char_lm"]["smoke"] = {"changed": True}
+    assert not results.is_stale(rec)  # another experiment, or the same one in another profile
+    experiments["char_lm"]["full"] = {**experiments["char_lm"]["full"], "seeds": [9]}
+    assert results.is_stale(rec)
+
+
+def test_staleness_follows_the_records_read(dirs, fresh_reads):
+    with pytest.raises(FileNotFoundError):
+        results.load("later", profile="full")  # missing: its arrival changes what depends on it
+    results.record("upstream", {"a": 1}, profile="full")
+    results.load("upstream", profile="full")
+    results.record("downstream", {"b": 2}, profile="full")
+    down = results.load("downstream", profile="full")
+    assert down["provenance"]["dependencies"]["records"] == [["later", "full"], ["upstream", "full"]]
+    assert not results.is_stale(down)
+    results.record("downstream", {"b": 3}, profile="full")  # a record does not depend on its own earlier self
+    assert not results.is_stale(results.load("downstream", profile="full"))
+    results.record("upstream", {"a": 2}, profile="full")
+    assert results.is_stale(down)
+    results.record("unread", {"c": 1}, profile="full")
+    results.record("later", {"c": 1}, profile="full")
+    assert results.is_stale(results.load("downstream", profile="full"))
+
+
+def test_smoke_and_explicit_directories_are_not_dependencies(dirs, fresh_reads, tmp_path):
+    results.record("run", {"a": 1}, profile="smoke")
+    results.load("run", profile="smoke")
+    results.record("other", {"a": 1}, results_dir=tmp_path / "elsewhere")
+    results.load("other", results_dir=tmp_path / "elsewhere")
+    assert results.READ == set()
 
 
 def test_code_hash_covers_the_package_source(tmp_path, monkeypatch):
