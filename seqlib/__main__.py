@@ -111,6 +111,7 @@ def cmd_bench(args) -> int:
             cfg["batch_size"],
             cfg["warmup"],
             cfg["repeats"],
+            cfg.get("max_seconds", 60.0),
         )
         print(table.to_string(float_format=lambda v: f"{v:,.2f}"))
         if args.record:

@@ -552,6 +552,7 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
             "decode_prefixes": [16, 64],
             "warmup": 1,
             "repeats": 3,
+            "max_seconds": 5.0,
         },
         "full": {
             "d_model": 512,
@@ -561,6 +562,10 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
             "decode_prefixes": [1024, 4096, 16384],
             "warmup": 3,
             "repeats": 20,
+            # `bench mixers`: about this many seconds of repeats per (mixer, implementation, length), fewer repeats
+            # where a call is slow (a step-by-step reference runs one token after another, 4,096 of them), so that
+            # the table stays within a few minutes; a call longer than this ends that mixer's sweep
+            "max_seconds": 10.0,
         },
     },
 }
