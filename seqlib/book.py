@@ -200,6 +200,16 @@ _DEPENDENCY_PROBE = (
 )
 
 
+def _probe_result(cell) -> dict | None:
+    """The dependencies the probe cell printed (its last line on stdout), or None when it printed none."""
+    lines = "".join(o.get("text", "") for o in cell.outputs if o.get("name") == "stdout").strip().splitlines()
+    try:
+        deps = json.loads(lines[-1]) if lines else None
+    except json.JSONDecodeError:
+        deps = None
+    return deps if isinstance(deps, dict) and "hash" in deps else None
+
+
 def execute(
     paths: list[Path],
     timeout: int = 1800,
@@ -240,13 +250,15 @@ def execute(
             last = log.get(rel, {})
             guess = last["wall_time_s"] if last.get("profile") == profile else NOTEBOOK_LIMIT_S[profile]
             if time.perf_counter() - start + guess > time_budget:
-                left = [p.name for p in paths[i:] if not only_needed or needs_execution(p) or p.name in AGGREGATES]
+                left = [p.name for p in paths[i:] if not only_needed or needs_execution(p)]
+                left += [p.name for p in paths[i:] if p.name in AGGREGATES and p.name not in left and (done or left)]
                 print(f"time budget: left for a later call: {', '.join(left)}", flush=True)
                 break
         nb = nbformat.read(path, as_version=4)
         print(f"executing {path.name} (profile {profile}) ...", flush=True)
         t0 = time.perf_counter()
-        nb.cells.append(nbformat.v4.new_code_cell(_DEPENDENCY_PROBE))
+        # allowed to fail (a kernel with another seqlib): the notebook is then recorded without its dependencies
+        nb.cells.append(nbformat.v4.new_code_cell(_DEPENDENCY_PROBE, metadata={"tags": ["raises-exception"]}))
         try:
             NotebookClient(
                 nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
@@ -256,8 +268,7 @@ def execute(
             failed.append(path.name)
             continue
         wall = time.perf_counter() - t0
-        probe = nb.cells.pop()
-        deps = json.loads("".join(o.get("text", "") for o in probe.outputs if o.get("output_type") == "stream"))
+        deps = _probe_result(nb.cells.pop())
         meta = {
             "device": device_name(),
             "cuda": torch.cuda.is_available(),

@@ -51,7 +51,11 @@ def _match_on_meta(arch, task: str, target: int, n_layers: int, multiple: int, b
 
 
 def _model_size(arch, task: str, model_cfg: dict, build_kwargs: dict, match: bool) -> int:
-    target = model_cfg.pop("target_params", None)
+    """The width: matched to ``model_cfg["target_params"]`` when ``match`` (the target stays in ``model_cfg``, so
+    that the record says what the size was matched to), else ``model_cfg["d_model"]`` (the target is dropped)."""
+    target = model_cfg.get("target_params")
+    if not (match and target):
+        model_cfg.pop("target_params", None)
     if match and target:
         # widths in multiples of 8 are the fastest; a small model may need the finer grid of 4 to land within 10%
         for multiple in (8, 4):

@@ -91,6 +91,10 @@ def code_hash() -> str:
 
 #: ``(name, profile)`` of the full-profile records this process read from the results directory
 READ: set[tuple[str, str]] = set()
+#: ``(name, profile)`` of the records this process wrote: not inputs of the records it writes after them
+WRITTEN: set[tuple[str, str]] = set()
+#: a name in ``READ`` that stands for the list of every record in the directory (``seqlib.summary.collect``)
+ALL_RECORDS = "*"
 
 
 def _loaded_modules() -> list[str]:
@@ -106,29 +110,44 @@ def _loaded_modules() -> list[str]:
     return sorted(files - {"profiles.py"})
 
 
+def _record_digest(name: str, profile: str) -> str:
+    directory = default_dir(profile)
+    if name == ALL_RECORDS:
+        return hashlib.sha256("\n".join(sorted(p.stem for p in directory.glob("*.json"))).encode()).hexdigest()
+    path = directory / f"{name}.json"
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "<missing>"
+
+
 def dependency_hash(deps: dict) -> str:
-    """SHA-256 over the current contents of what ``deps`` names (see ``dependencies``)."""
+    """SHA-256 over the current contents of what ``deps`` names (see ``dependencies``); "" when ``deps`` cannot
+    be read (never equal to a hash: what it describes counts as changed).
+
+    Records are looked up where this process finds them (``default_dir``): check staleness with the same
+    ``SEQLIB_RESULTS`` as the results were made with."""
     h = hashlib.sha256()
-    for rel in deps.get("modules", []):
-        path = PACKAGE_DIR / rel
-        h.update(rel.encode() + b"\0" + (path.read_bytes() if path.is_file() else b"<missing>") + b"\0")
-    for name, profile in deps.get("profiles", []):
-        h.update(json.dumps([name, profile, profiles.declared(name, profile)], sort_keys=True).encode() + b"\0")
-    for name, profile in deps.get("records", []):
-        path = default_dir(profile) / f"{name}.json"
-        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "<missing>"
-        h.update(f"{name}\0{profile}\0{digest}\0".encode())
+    try:
+        for rel in deps.get("modules", []):
+            path = PACKAGE_DIR / rel
+            h.update(rel.encode() + b"\0" + (path.read_bytes() if path.is_file() else b"<missing>") + b"\0")
+        for name, profile in deps.get("profiles", []):
+            h.update(json.dumps([name, profile, profiles.declared(name, profile)], sort_keys=True).encode() + b"\0")
+        for name, profile in deps.get("records", []):
+            h.update(f"{name}\0{profile}\0{_record_digest(name, profile)}\0".encode())
+    except (TypeError, ValueError, AttributeError, OSError):
+        return ""
     return h.hexdigest()
 
 
-def dependencies(exclude_record: str | None = None) -> dict[str, Any]:
+def dependencies(for_record: bool = False) -> dict[str, Any]:
     """What this process's results depend on so far, with ``dependency_hash`` over it: ``modules`` (seqlib files
     imported), ``profiles`` (``[experiment, profile]`` read) and ``records`` (``[name, profile]`` of the
-    full-profile records read; ``exclude_record``: a name left out, the record being written)."""
+    full-profile records read, ``"*"`` for the list of them all). ``for_record``: leave out the records this
+    process wrote itself (a run reads back what it has just recorded; that is not one of its inputs)."""
+    skip = WRITTEN if for_record else set()
     deps: dict[str, Any] = {
         "modules": _loaded_modules(),
         "profiles": sorted([name, profile] for name, profile in profiles.READ),
-        "records": sorted([name, profile] for name, profile in READ if name != exclude_record),
+        "records": sorted([name, profile] for name, profile in READ - skip),
     }
     deps["hash"] = dependency_hash(deps)
     return deps
@@ -154,7 +173,7 @@ def provenance(*, seed=None, wall_time=None, profile: str | None = None, name: s
         "python": platform.python_version(),
         "seqlib_version": __version__,
         "code_hash": code_hash(),
-        "dependencies": dependencies(exclude_record=name),
+        "dependencies": dependencies(for_record=True),
         "git_commit": commit,
         "git_dirty": bool(status) if status is not None else None,  # uncommitted changes to seqlib
         "seed": seed,
@@ -220,12 +239,14 @@ def record(
     path = _path(name, directory)
     if history is not None and not isinstance(history, pd.DataFrame):
         history = pd.DataFrame(history)
+    if results_dir is None:
+        WRITTEN.add((name, profile))
     rec = {
         "name": name,
         "metrics": metrics,
         "config": config,
         "history": history,
-        "provenance": provenance(seed=seed, wall_time=wall_time, profile=profile, name=name),
+        "provenance": provenance(seed=seed, wall_time=wall_time, profile=profile),
     }
     text = json.dumps(_jsonable(rec), indent=1, sort_keys=True, allow_nan=False) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -283,4 +304,4 @@ def format_provenance(record: dict) -> str:
         parts.append(f"{w:.0f} s" if w >= 10 else f"{w:.2g} s")
     parts.append(f"profile {p.get('profile', '?')}")
     line = " · ".join(parts)
-    return line + (" · STALE: seqlib changed since" if is_stale(record) else "")
+    return line + (" · STALE: its code, settings or inputs changed since" if is_stale(record) else "")

@@ -81,6 +81,8 @@ def collect(profile: str | None = None, results_dir: str | Path | None = None) -
         records[rec.get("name", path.stem)] = rec
         if logged:
             results.READ.add((path.stem, "full"))
+    if logged:
+        results.READ.add((results.ALL_RECORDS, "full"))  # which records there are: a new one changes the table
     return records
 
 
@@ -92,14 +94,25 @@ def _at_longest(df: pd.DataFrame, value: str) -> dict[str, float]:
     return dict(zip(df.loc[idx, "arch"], df.loc[idx, value].astype(float), strict=True))
 
 
+def _matched_size(rec: dict, ref: dict) -> bool:
+    """Both matched to the same parameter target and each within 10% of it (records that name no target: within
+    10% of each other)."""
+    n, n_ref = rec["metrics"].get("n_params"), ref["metrics"].get("n_params")
+    if not (n and n_ref):
+        return False
+    target, target_ref = rec["config"]["model"].get("target_params"), ref["config"]["model"].get("target_params")
+    if target and target_ref:
+        return target == target_ref and abs(n - target) <= 0.1 * target and abs(n_ref - target) <= 0.1 * target
+    return abs(n - n_ref) <= 0.1 * n_ref
+
+
 def _trained_alike(rec: dict, ref: dict) -> bool:
     """Two language-model records trained on the same data, budget, depth and device at a matched size."""
     a, b = rec["config"], ref["config"]
     same = all(a.get(k) == b.get(k) for k in ("lm_data", "data", "train"))
     same &= a["model"].get("n_layers") == b["model"].get("n_layers")
     same &= rec["provenance"].get("device") == ref["provenance"].get("device")
-    n, n_ref = rec["metrics"].get("n_params"), ref["metrics"].get("n_params")
-    return bool(same and n and n_ref and abs(n - n_ref) <= 0.1 * n_ref)
+    return bool(same and _matched_size(rec, ref))
 
 
 def _classified_alike(rec: dict, ref: dict | None) -> bool:
@@ -111,8 +124,7 @@ def _classified_alike(rec: dict, ref: dict | None) -> bool:
     same = all(a.get(k) == b.get(k) for k in ("data", "train", "seeds"))
     same &= a["model"].get("n_layers") == b["model"].get("n_layers")
     same &= rec["provenance"].get("device") == ref["provenance"].get("device")
-    n, n_ref = rec["metrics"].get("n_params"), ref["metrics"].get("n_params")
-    return bool(same and n and n_ref and abs(n - n_ref) <= 0.1 * n_ref)
+    return bool(same and _matched_size(rec, ref))
 
 
 def _swept_alike(rec: dict, ref: dict) -> bool:
@@ -120,7 +132,6 @@ def _swept_alike(rec: dict, ref: dict) -> bool:
     c = rec["config"]
     lengths = sorted(int(n) for n in ref["history"]["seq_len"].unique()) if ref["history"] is not None else []
     same = c.get("synthetic") == ref["config"] and c.get("lengths") == lengths
-    same &= c.get("tasks") == ref["config"].get("tasks")
     return bool(same and rec["provenance"].get("device") == ref["provenance"].get("device"))
 
 

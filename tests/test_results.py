@@ -93,7 +93,14 @@ def test_bad_inputs():
 def fresh_reads(monkeypatch):
     """An empty record of what this process read, as at the start of a notebook's kernel."""
     monkeypatch.setattr(results, "READ", set())
+    monkeypatch.setattr(results, "WRITTEN", set())
     monkeypatch.setattr(profiles, "READ", set())
+
+
+def _record_elsewhere(name, metrics):
+    """A record written by another process (another notebook's kernel)."""
+    results.record(name, metrics, profile="full")
+    results.WRITTEN.discard((name, "full"))
 
 
 def test_a_record_without_dependencies_is_stale_on_any_code_change(dirs, monkeypatch):
@@ -140,7 +147,7 @@ def test_staleness_follows_the_experiment_settings_read(dirs, fresh_reads, monke
 def test_staleness_follows_the_records_read(dirs, fresh_reads):
     with pytest.raises(FileNotFoundError):
         results.load("later", profile="full")  # missing: its arrival changes what depends on it
-    results.record("upstream", {"a": 1}, profile="full")
+    _record_elsewhere("upstream", {"a": 1})
     results.load("upstream", profile="full")
     results.record("downstream", {"b": 2}, profile="full")
     down = results.load("downstream", profile="full")
@@ -148,11 +155,30 @@ def test_staleness_follows_the_records_read(dirs, fresh_reads):
     assert not results.is_stale(down)
     results.record("downstream", {"b": 3}, profile="full")  # a record does not depend on its own earlier self
     assert not results.is_stale(results.load("downstream", profile="full"))
-    results.record("upstream", {"a": 2}, profile="full")
+    _record_elsewhere("upstream", {"a": 2})
     assert results.is_stale(down)
-    results.record("unread", {"c": 1}, profile="full")
-    results.record("later", {"c": 1}, profile="full")
+    _record_elsewhere("unread", {"c": 1})
+    _record_elsewhere("later", {"c": 1})
     assert results.is_stale(results.load("downstream", profile="full"))
+
+
+def test_what_a_process_wrote_is_not_an_input_of_what_it_writes_next(dirs, fresh_reads):
+    results.record("first", {"a": 1}, profile="full")
+    results.load("first", profile="full")  # read back, as every run does after recording
+    results.record("second", {"b": 1}, profile="full")
+    second = results.load("second", profile="full")
+    assert second["provenance"]["dependencies"]["records"] == []
+    results.record("first", {"a": 2}, profile="full")  # re-running one run leaves the other fresh
+    assert not results.is_stale(second)
+    deps = results.dependencies()  # a notebook's own record of what it read includes its records
+    assert ["first", "full"] in deps["records"] and ["second", "full"] in deps["records"]
+
+
+def test_unreadable_dependencies_count_as_changed(dirs):
+    assert results.dependency_hash({"records": [["x", "no-such-profile"]]}) == ""
+    assert results.dependency_hash({"profiles": [["char_lm"]]}) == ""
+    rec = {"provenance": {"dependencies": {"modules": 3, "hash": "abc"}}}
+    assert results.is_stale(rec)
 
 
 def test_smoke_and_explicit_directories_are_not_dependencies(dirs, fresh_reads, tmp_path):

@@ -196,9 +196,10 @@ def test_scan_cuts_time_into_blocks_only_past_the_size_limit(monkeypatch):
     assert calls == [16, 16, 8]
     torch.testing.assert_close(y_blocks, y_whole, atol=1e-12, rtol=1e-12)
     calls.clear()
-    with torch.no_grad():  # no backward pass: nothing to keep, no reason to cut
-        selective_scan_chunked(*args, chunk_size=8)
-    assert calls == [40]
+    with torch.no_grad():  # no backward pass: blocks too (the states of one block at a time), nothing recomputed
+        y_eval = selective_scan_chunked(*args, chunk_size=8)
+    assert calls == [16, 16, 8]
+    torch.testing.assert_close(y_eval, y_whole, atol=1e-12, rtol=1e-12)
     with pytest.raises(ValueError, match="block_len"):
         selective_scan_chunked(*args, block_len=0)
 

@@ -140,3 +140,40 @@ def test_the_hybrid_joins_the_long_range_column_only_when_swept_like_chapter_6(t
     assert ch10(alike).loc["hybrid", "long-range acc"] == pytest.approx(0.8)
     assert "hybrid" not in ch10({**alike, "lengths": [32]}).index
     assert "hybrid" not in ch10({**alike, "synthetic": {**syn, "lengths": [16]}}).index
+
+
+def test_sizes_matched_to_the_same_target_within_10_percent_each(tmp_path):
+    def cfg(target):
+        return {
+            "data": {"max_len": 16},
+            "train": {"max_seconds": 2.0},
+            "seeds": [0],
+            "model": {"n_layers": 2, **target},
+        }
+
+    def write(name, n, target):
+        results.record(
+            name,
+            {"val_accuracy": 0.8, "n_params": n},
+            config=cfg(target),
+            seed=0,
+            profile="smoke",
+            results_dir=tmp_path,
+        )
+
+    write("ch8_sst2_transformer_s0", 910, {"target_params": 1000})
+    write("ch10_sst2_hybrid_s0", 1090, {"target_params": 1000})  # 20% apart, each within 10% of the target
+    assert "hybrid" in summary.comparison_table(summary.collect(results_dir=tmp_path)).index
+    write("ch10_sst2_hybrid_s0", 1090, {"target_params": 1100})  # matched to another target
+    assert "hybrid" not in summary.comparison_table(summary.collect(results_dir=tmp_path)).index
+
+
+def test_reading_every_record_depends_on_which_records_there_are(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEQLIB_RESULTS", str(tmp_path))
+    monkeypatch.setattr(results, "READ", set())
+    results.record("ch7_char_lstm", {"val_loss": 1.0}, profile="full")
+    summary.collect(profile="full")
+    deps = results.dependencies()
+    assert [results.ALL_RECORDS, "full"] in deps["records"] and ["ch7_char_lstm", "full"] in deps["records"]
+    results.record("ch7_char_gru", {"val_loss": 1.0}, profile="full")  # a new record: the table changes
+    assert results.dependency_hash(deps) != deps["hash"]

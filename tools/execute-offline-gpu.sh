@@ -7,9 +7,11 @@
 #
 #   WHEELS   a folder of wheels for what the machine's Python lacks, or - for none. For a machine whose python3
 #            has PyTorch, numpy, pandas, matplotlib, seaborn, tokenizers, sacrebleu and tqdm: `datasets`, a Jupyter
-#            kernel and `myst-nb` (only its `glue`, which needs IPython alone: no Sphinx), e.g. on a connected
-#            machine `shared/tools/offline-wheelhouse.sh WHEELS` then
-#            `pip download --no-deps --only-binary=:all: --python-version 3.12 -d WHEELS myst-nb`.
+#            kernel and `myst-nb` (only its `glue`, which needs IPython alone: no Sphinx). On a connected machine,
+#            for the GPU machine's Python version and platform (add --platform manylinux... tags as needed):
+#              pip download --only-binary=:all: --python-version 3.12 -d WHEELS datasets nbclient nbformat ipykernel
+#              pip download --no-deps --only-binary=:all: --python-version 3.12 -d WHEELS myst-nb
+#            then delete from WHEELS what the machine already has (numpy, pandas, pyarrow, ...): one version each.
 #   DATA     a copy of the data laid out like shared/data (SEQLIB_DATA)
 #   OUT      a folder for book.tar.gz (notebooks/ and results/) and the logs
 #   SECONDS  the budget for the whole script (default 480): no notebook starts that would not finish within it,
@@ -40,6 +42,7 @@ if profiles.current_profile() == "full" and not torch.cuda.is_available():
 PY
 
 # The library's benchmarks, unless a record made with the current code is there already.
+status=0
 for bench in mixers mfu; do
   if python3 -c "import sys; from seqlib import results; sys.exit(results.is_stale(results.load('bench_$bench')))" \
     2>/dev/null; then
@@ -47,12 +50,19 @@ for bench in mixers mfu; do
   else
     python3 -m seqlib bench "$bench" --profile "$SEQLIB_PROFILE" --record "bench_$bench" 2>&1 \
       | tee "$out/bench_$bench.log"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "bench $bench FAILED (log: $out/bench_$bench.log)"; status=1; }
   fi
 done
 
-python3 -m seqlib.book execute --time-budget $((budget - (SECONDS - start))) 2>&1 | tee "$out/execute.log"
-status=${PIPESTATUS[0]}
+left=$((budget - (SECONDS - start)))
+if [ "$left" -gt 0 ]; then
+  python3 -m seqlib.book execute --time-budget "$left" 2>&1 | tee "$out/execute.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+else
+  echo "no time left for the notebooks after the benchmarks: run again"
+  status=1
+fi
 python3 -m seqlib.book check 2>&1 | tee "$out/check.log"
-tar czf "$out/book.tar.gz" notebooks results
+tar czf "$out/book.tar.gz" --exclude="$out" notebooks results
 echo "packed $(du -h "$out/book.tar.gz" | cut -f1) in $out/book.tar.gz after $((SECONDS - start)) s"
 exit "$status"

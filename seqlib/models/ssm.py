@@ -264,8 +264,8 @@ def linear_scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return _LinearScan.apply(a, b)[..., :T, :]
 
 
-#: Elements of one (batch, inner width, time, state) tensor above which the training scan runs in blocks of time,
-#: each recomputed in the backward pass (2**26 float32 numbers = 256 MiB).
+#: Elements of one (batch, inner width, time, state) tensor above which the scan runs in blocks of time, each
+#: recomputed in the backward pass when training (2**26 float32 numbers = 256 MiB).
 SCAN_BLOCK_ELEMENTS = 2**26
 
 
@@ -291,26 +291,30 @@ def _scan_block(u, delta, A, B, C, h0, chunk_size: int):
 def selective_scan_chunked(u, delta, A, B, C, D, chunk_size: int = 64, block_len: int | None = None):
     """Same as ``selective_scan_ref``, parallel over time: a scan inside every chunk, then one over the chunks.
 
-    When a gradient is needed and the (B, Di, T, N) states would exceed ``SCAN_BLOCK_ELEMENTS`` numbers, time is
-    cut into blocks of ``block_len`` steps (default: as long as that allows, a multiple of ``chunk_size``), each
-    started from the previous block's last state and recomputed in the backward pass
-    (``torch.utils.checkpoint``): training then holds the states of one block at a time, as Mamba's fused kernel
-    recomputes them instead of storing them.
+    When the (B, Di, T, N) states would exceed ``SCAN_BLOCK_ELEMENTS`` numbers, time is cut into blocks of
+    ``block_len`` steps (default: as long as that allows, a multiple of ``chunk_size``), each started from the
+    previous block's last state, so that the states of one block exist at a time. When a gradient is needed each
+    block is recomputed in the backward pass (``torch.utils.checkpoint``) instead of kept, as Mamba's fused kernel
+    recomputes the states instead of storing them.
     """
     Bsz, Di, T = u.shape
     N = A.shape[1]
     if block_len is None:
         fit = SCAN_BLOCK_ELEMENTS // max(1, Bsz * Di * N)
-        block_len = T if T <= fit or not torch.is_grad_enabled() else max(chunk_size, fit // chunk_size * chunk_size)
+        block_len = T if T <= fit else max(chunk_size, fit // chunk_size * chunk_size)
     elif not isinstance(block_len, int) or block_len <= 0:
         raise ValueError(f"block_len must be a positive int, got {block_len!r}")
     if block_len >= T:
         y, _ = _scan_block(u, delta, A, B, C, None, chunk_size)
     else:
+        grad = torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C))
         ys, h = [], None
         for s in range(0, T, block_len):
             u_s, delta_s, B_s, C_s = (t[..., s : s + block_len] for t in (u, delta, B, C))
-            y_s, h = checkpoint(_scan_block, u_s, delta_s, A, B_s, C_s, h, chunk_size, use_reentrant=False)
+            if grad:
+                y_s, h = checkpoint(_scan_block, u_s, delta_s, A, B_s, C_s, h, chunk_size, use_reentrant=False)
+            else:
+                y_s, h = _scan_block(u_s, delta_s, A, B_s, C_s, h, chunk_size)
             ys.append(y_s)
         y = torch.cat(ys, dim=-1)
     return y + D[:, None] * u
