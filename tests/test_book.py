@@ -189,3 +189,29 @@ def test_a_notebook_is_stale_when_what_it_read_changes_and_only_then(tmp_path, m
     ran = book.execute([up, down], timeout=120, log_path=log, only_needed=True)  # up runs, and rewrites 'up'
     assert len(ran) == 2 and not book.notebook_status(down)["stale"]
     assert book.execute([up, down], timeout=120, log_path=log, only_needed=True) == []
+
+
+def test_notebooks_do_not_import_the_execution_tooling():
+    """A change to seqlib.bookexec must leave every executed notebook fresh: the notebook side never imports it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom seqlib.book import glue, setup\nsetup()\nglue('x', 1)\n"
+        "print('seqlib.bookexec' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "False"
+    from seqlib import bookexec
+
+    assert book.execute is bookexec.execute  # the tooling is still reachable from seqlib.book
+
+
+def test_execute_records_a_cell_timeout_as_a_failure_and_runs_the_next(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SEQLIB_PROFILE", "smoke")
+    slow = _notebook(tmp_path, "import time\ntime.sleep(120)", outputs=False, name="a.ipynb")
+    good = _notebook(tmp_path, "print(6 * 7)", outputs=False, name="b.ipynb")
+    with pytest.raises(RuntimeError, match="a.ipynb"):
+        book.execute([slow, good], timeout=10, log_path=tmp_path / "log.json")
+    assert "FAILED" in capsys.readouterr().out
+    assert book.notebook_status(good)["executed"] and not book.notebook_status(slow)["executed"]
