@@ -135,6 +135,34 @@ def to_execute(paths: list[Path]) -> list[Path]:
 #: what a notebook may take in each profile (seconds); the guess for one that has no recorded execution yet
 NOTEBOOK_LIMIT_S = {"smoke": 180.0, "full": 300.0}
 
+#: before a notebook's first execution in the full profile, its time on one H100-class GPU as the budgets in
+#: ``seqlib.profiles`` add up (training budgets plus an allowance for data, evaluation and plots): a schedule for
+#: ``--time-budget``, never a reported figure; its first execution records the real one
+FULL_PROFILE_GUESS_S = {
+    "00_setup.ipynb": 15.0,
+    "01_rnn_lstm.ipynb": 100.0,
+    "02_cnn.ipynb": 130.0,
+    "03_transformer.ipynb": 200.0,
+    "04_complexity.ipynb": 150.0,
+    "05_memory.ipynb": 100.0,
+    "06_long_range.ipynb": 240.0,
+    "07_language_modeling.ipynb": 290.0,
+    "08_classification.ipynb": 260.0,
+    "09_translation.ipynb": 260.0,
+    "10_hybrids.ipynb": 80.0,
+    "11_modern.ipynb": 100.0,
+    "12_when_to_use.ipynb": 10.0,
+}
+
+
+def _time_guess(name: str, last: dict, profile: str) -> float:
+    """What a notebook should take: its last time in this profile, else the full profile's guess, else the limit."""
+    if last.get("profile") == profile and last.get("wall_time_s") is not None:
+        return float(last["wall_time_s"])
+    if profile == "full" and name in FULL_PROFILE_GUESS_S:
+        return FULL_PROFILE_GUESS_S[name]
+    return NOTEBOOK_LIMIT_S[profile]
+
 
 #: run in the kernel after a notebook's cells (and removed from it): what the kernel depended on, as JSON
 _DEPENDENCY_PROBE = (
@@ -164,7 +192,8 @@ def execute(
     Records how in each notebook's metadata and in ``log_path`` (default ``results/book_execution.json``),
     after each notebook. A notebook that fails is left as it was (its error is printed) and the next one runs;
     ``RuntimeError`` at the end names the failures. ``time_budget`` (seconds): a notebook is not started when
-    its last recorded wall time in this profile (else ``NOTEBOOK_LIMIT_S``) no longer fits in what is left;
+    its last recorded wall time in this profile (else ``FULL_PROFILE_GUESS_S`` or ``NOTEBOOK_LIMIT_S``) no longer
+    fits in what is left;
     the notebooks left over are named, so that a later call (``execute`` without arguments) picks them up.
     ``only_needed``: skip a notebook that does not need executing (``needs_execution``, asked just before it,
     so that one made stale by an earlier one of this call runs too), except an aggregating one after any other ran.
@@ -190,7 +219,7 @@ def execute(
             continue
         if time_budget is not None:
             last = log.get(rel, {})
-            guess = last["wall_time_s"] if last.get("profile") == profile else NOTEBOOK_LIMIT_S[profile]
+            guess = _time_guess(path.name, last, profile)
             if time.perf_counter() - start + guess > time_budget:
                 left = [p.name for p in paths[i:] if not only_needed or needs_execution(p)]
                 left += [p.name for p in paths[i:] if p.name in AGGREGATES and p.name not in left and (done or left)]

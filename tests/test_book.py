@@ -215,3 +215,13 @@ def test_execute_records_a_cell_timeout_as_a_failure_and_runs_the_next(tmp_path,
         book.execute([slow, good], timeout=10, log_path=tmp_path / "log.json")
     assert "FAILED" in capsys.readouterr().out
     assert book.notebook_status(good)["executed"] and not book.notebook_status(slow)["executed"]
+
+
+def test_time_guess_before_a_notebooks_first_full_profile_run():
+    from seqlib import bookexec
+
+    assert bookexec._time_guess("07_language_modeling.ipynb", {}, "full") == 290.0  # the profile's arithmetic
+    assert bookexec._time_guess("07_language_modeling.ipynb", {"profile": "full", "wall_time_s": 250.0}, "full") == 250
+    assert bookexec._time_guess("07_language_modeling.ipynb", {"profile": "smoke", "wall_time_s": 50.0}, "full") == 290
+    assert bookexec._time_guess("new.ipynb", {}, "full") == book.NOTEBOOK_LIMIT_S["full"]
+    assert set(bookexec.FULL_PROFILE_GUESS_S) == {p.name for p in book.toc_notebooks()}
