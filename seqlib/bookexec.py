@@ -310,7 +310,19 @@ def main(argv: list[str] | None = None) -> int:
     vh.add_argument("--screenshots", type=Path, help="folder for screenshots of the pages named by --shot")
     vh.add_argument("--shot", action="append", default=[], help="a page to screenshot, e.g. notebooks/00_setup.html")
     args = parser.parse_args(argv)
+    try:
+        return _command(parser, args)
+    except ModuleNotFoundError as e:  # run outside the environment of requirements.txt
+        print(
+            f"python -m seqlib.book {args.cmd} needs the project's requirements, and {e.name!r} is not installed "
+            "in this Python. Install them first (the README's install step): "
+            "pip install -r requirements.txt -e . (the README says how to get the CPU build of PyTorch).",
+            file=sys.stderr,
+        )
+        return 2
 
+
+def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.cmd == "verify-html":
         from .htmlcheck import verify
 

@@ -225,3 +225,15 @@ def test_time_guess_before_a_notebooks_first_full_profile_run():
     assert bookexec._time_guess("07_language_modeling.ipynb", {"profile": "smoke", "wall_time_s": 50.0}, "full") == 290
     assert bookexec._time_guess("new.ipynb", {}, "full") == book.NOTEBOOK_LIMIT_S["full"]
     assert set(bookexec.FULL_PROFILE_GUESS_S) == {p.name for p in book.toc_notebooks()}
+
+
+def test_the_command_line_names_a_missing_requirement(monkeypatch, capsys):
+    from seqlib import bookexec
+
+    def missing(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'nbformat'", name="nbformat")
+
+    monkeypatch.setattr(bookexec, "check", missing)
+    assert book.main(["check"]) == 2
+    err = capsys.readouterr().err
+    assert "'nbformat' is not installed" in err and "requirements.txt" in err
