@@ -147,7 +147,7 @@ FULL_PROFILE_GUESS_S = {
     "05_memory.ipynb": 100.0,
     "06_long_range.ipynb": 240.0,
     "07_language_modeling.ipynb": 290.0,
-    "08_classification.ipynb": 260.0,
+    "08_classification.ipynb": 270.0,
     "09_translation.ipynb": 260.0,
     "10_hybrids.ipynb": 80.0,
     "11_modern.ipynb": 100.0,

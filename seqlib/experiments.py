@@ -173,15 +173,18 @@ def sample_text(
 
 # ----------------------------------------------------------------------------- classification
 @functools.lru_cache(maxsize=4)
-def classification_data(dataset: str, vocab_size: int, max_len: int, max_examples: int | None = None):
+def classification_data(
+    dataset: str, vocab_size: int, max_len: int, max_examples: int | None = None, truncation: str = "head_tail"
+):
     """``load_classification`` once per process and setting: sweeps over architectures and seeds reuse the
     tokenized splits (encoding IMDB takes seconds); the splits are never modified in place.
 
     ``max_examples`` (quick runs): draw that many texts of each split at random (seed 0) *before* training the
-    BPE tokenizer and encoding, so that a smoke run does not encode IMDB's 50,000 reviews."""
+    BPE tokenizer and encoding, so that a smoke run does not encode IMDB's 50,000 reviews. ``truncation``: how
+    a text longer than ``max_len`` tokens is cut (``seqlib.data.batching.truncate``)."""
     if not max_examples:
-        return load_classification(dataset, vocab_size=vocab_size, max_len=max_len)
-    from .data import load_corpus
+        return load_classification(dataset, vocab_size=vocab_size, max_len=max_len, truncation=truncation)
+    from .data import load_corpus, truncate
     from .data.loaders import ClassificationSplit, _clean, column
     from .data.tokenizers import train_bpe
 
@@ -200,7 +203,7 @@ def classification_data(dataset: str, vocab_size: int, max_len: int, max_example
     tok = train_bpe(train_texts, vocab_size, name=f"{dataset}-train{max_examples}")
 
     def split(texts, labels):
-        tokens = [ids[:max_len] for ids in tok.encode_batch(texts)]
+        tokens = [truncate(ids, max_len, truncation) for ids in tok.encode_batch(texts)]
         return ClassificationSplit(tokens, torch.tensor(labels, dtype=torch.long), tok.pad_id, max_len)
 
     return split(train_texts, train_labels), split(test_texts, test_labels), tok
@@ -210,6 +213,7 @@ def run_classification(
     arch,
     dataset: str = "sst2",
     *,
+    experiment: str | None = None,
     profile: str | None = None,
     seed: int = 0,
     match_params: bool = True,
@@ -220,14 +224,22 @@ def run_classification(
     **model_options,
 ) -> Run:
     """Train a classifier on SST-2 or IMDB (BPE vocabulary trained on the training split) and evaluate it on the
-    held-out split (SST-2 validation, IMDB test): ``val_accuracy`` in the result's metrics."""
-    experiment = {"sst2": "classify_sst2", "imdb": "classify_imdb"}.get(dataset)
-    if experiment is None:
+    held-out split (SST-2 validation, IMDB test): ``val_accuracy`` in the result's metrics.
+
+    ``experiment``: the profile entry to run (default ``classify_sst2`` or ``classify_imdb``); any entry with the
+    same sections (``model``, ``data``, ``train``) works, e.g. chapter 8's longer runs."""
+    default = {"sst2": "classify_sst2", "imdb": "classify_imdb"}.get(dataset)
+    if default is None:
         raise ValueError(f"dataset must be 'sst2' or 'imdb', got {dataset!r}")
-    cfg = profiles.get(experiment, profile)
+    cfg = profiles.get(experiment or default, profile)
+    needs = {"model": ("n_layers", "target_params", "num_classes"), "data": ("max_len", "batch_size", "vocab_size")}
+    missing = [k for k in ("model", "data", "train") if k not in cfg]
+    missing += [f"{part}.{k}" for part, keys in needs.items() for k in keys if k not in cfg.get(part, {})]
+    if missing:
+        raise ValueError(f"experiment {experiment!r} is not a classification entry: it has no {', '.join(missing)}")
     data = cfg["data"]
     train_split, test_split, tok = classification_data(
-        dataset, data["vocab_size"], data["max_len"], data.get("max_examples")
+        dataset, data["vocab_size"], data["max_len"], data.get("max_examples"), data.get("truncation", "head_tail")
     )
     if data.get("max_examples"):
         train_split = train_split.subset(data["max_examples"], seed)

@@ -296,6 +296,20 @@ def test_lm_eval_batches_cover_every_token_once(n):
     assert all(x.shape[0] <= 4 for x, _ in batches)
 
 
+def test_truncate_keeps_head_or_head_and_tail():
+    from seqlib.data import truncate
+
+    ids = list(range(20))
+    assert truncate(ids, 8, "head") == list(range(8))
+    assert truncate(ids, 8) == [0, 1] + list(range(14, 20))  # a quarter from the start, the rest from the end
+    assert truncate(ids, 8, "head_tail") == truncate(ids, 8)
+    assert truncate(ids, 3) == [17, 18, 19]  # max_len // 4 == 0: the tail alone
+    assert truncate(ids[:5], 8) == ids[:5] and truncate(ids[:8], 8) == ids[:8]  # short ones stay whole
+    for bad in [dict(max_len=8, how="tail"), dict(max_len=0, how="head")]:
+        with pytest.raises(ValueError, match="truncation|max_len"):
+            truncate(ids, **bad)
+
+
 def test_classification_batches():
     seqs = [[7] * n for n in [3, 1, 5, 12, 2, 8, 4]]
     labels = [len(s) for s in seqs]
@@ -372,6 +386,14 @@ def test_load_classification_sst2(local):
     assert tok.decode(val.tokens[0]).startswith("it 's a charming and often affecting journey")
     tokens, mask, labels = next(val.batches(8, shuffle=False))
     assert tokens.shape == (8, 16) and torch.equal(labels, val.labels[:8]) and mask[:, 0].all()
+    from seqlib.data.loaders import _clean, column
+
+    texts = _clean("sst2", column(load_corpus("sst2", "train"), "sentence"))
+    long = next(i for i, t in enumerate(texts) if len(tok.encode(t)) > 40)
+    whole = tok.encode(texts[long])
+    assert train.tokens[long] == whole[:4] + whole[-12:]  # head and tail: 16 // 4 from the start
+    with pytest.raises(ValueError, match="truncation"):
+        load_classification("sst2", vocab_size=1000, max_len=16, truncation="tail")
 
 
 def test_imdb_cleaning(imdb):

@@ -57,3 +57,26 @@ def test_a_ready_made_model_is_recorded_by_its_class_not_the_profile_sizes(monke
     )
     cfg = results.load("given_t", "smoke")["config"]["model"]
     assert cfg == {"given_model": "seqlib.models.cnn.CNNModel"}
+
+
+def test_a_classification_run_refuses_an_entry_of_another_kind():
+    from seqlib.experiments import run_classification
+
+    with pytest.raises(ValueError, match="not a classification entry.*num_classes"):
+        run_classification("lstm", "sst2", experiment="char_lm", profile="smoke")
+
+
+@needs_data
+def test_a_longer_run_uses_its_own_budget_and_options(monkeypatch, tmp_path):
+    from seqlib import results
+    from seqlib.experiments import run_classification
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    run = run_classification(
+        "transformer", "sst2", experiment="ch8_sst2_long", profile="smoke", record_as="long_t", progress=False,
+        dropout=0.1,
+    )  # fmt: skip
+    rec = results.load("long_t", "smoke")
+    assert run.result.steps == profiles.get("ch8_sst2_long", "smoke")["train"]["max_steps"]
+    assert rec["config"]["model"]["dropout"] == 0.1 and rec["config"]["target_accuracy"] == 0.82
+    assert rec["config"]["data"] == profiles.get("classify_sst2", "smoke")["data"]  # the comparison's data

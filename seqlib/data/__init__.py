@@ -6,11 +6,19 @@
 * ``tokenizers``: ``CharTokenizer``, ``WordTokenizer``, ``train_bpe`` (byte-level BPE, cached on disk).
 * ``synthetic``: copying, selective copying, associative recall, induction heads, the adding problem
   (``SYNTHETIC_TASKS``) and ``token_accuracy``.
-* ``batching``: ``lm_batches``, ``lm_eval_batches``, ``classification_batches``, ``seq2seq_batches``.
+* ``batching``: ``lm_batches``, ``lm_eval_batches``, ``truncate``, ``classification_batches``, ``seq2seq_batches``.
 * ``loaders``: ``load_char_lm``, ``load_word_lm``, ``load_classification``, ``load_translation``.
 """
 
-from .batching import classification_batches, lm_batches, lm_eval_batches, pad_right, seq2seq_batches
+from .batching import (
+    TRUNCATIONS,
+    classification_batches,
+    lm_batches,
+    lm_eval_batches,
+    pad_right,
+    seq2seq_batches,
+    truncate,
+)
 from .corpora import CORPORA, SPLITS, ChecksumError, cache_dir, data_root, load_corpus
 from .loaders import (
     ClassificationSplit,
@@ -63,6 +71,8 @@ __all__ = [
     "pad_right",
     "selective_copying",
     "seq2seq_batches",
+    "truncate",
+    "TRUNCATIONS",
     "token_accuracy",
     "train_bpe",
 ]

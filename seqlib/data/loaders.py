@@ -4,9 +4,11 @@
   vocabulary is every character of the text (65), as nanoGPT's shakespeare_char.
 * ``load_word_lm("wikitext2") -> (train_ids, val_ids, test_ids, WordTokenizer)``: ``<eos>`` after every
   line, vocabulary of the training split (33,278), as pytorch/examples ``word_language_model``.
-* ``load_classification("imdb" | "sst2", vocab_size, max_len) -> (train, held_out, BPETokenizer)``:
+* ``load_classification("imdb" | "sst2", vocab_size, max_len, truncation) -> (train, held_out, BPETokenizer)``:
   ``ClassificationSplit`` objects; ``held_out`` is SST-2's validation set (its test set has no labels) or
-  IMDB's test set. BPE is trained on the training texts; IMDB's ``<br />`` tags become spaces.
+  IMDB's test set. BPE is trained on the training texts; IMDB's ``<br />`` tags become spaces. A text longer
+  than ``max_len`` tokens keeps its first quarter and its last three quarters (``truncation="head_tail"``,
+  the default) or its first ``max_len`` tokens (``"head"``): ``seqlib.data.batching.truncate``.
 * ``load_translation("multi30k", vocab_size) -> (train, val, test, src_tokenizer, tgt_tokenizer)``:
   ``TranslationSplit`` objects, English -> German by default. One BPE per language, each trained on its
   side of the training split: the encoder and decoder have their own embedding tables anyway, and a
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .batching import classification_batches, seq2seq_batches
+from .batching import classification_batches, seq2seq_batches, truncate
 from .corpora import load_corpus
 from .tokenizers import BPETokenizer, CharTokenizer, WordTokenizer, train_bpe
 
@@ -115,9 +117,10 @@ def _clean(name: str, texts: list[str]) -> list[str]:
 
 
 def load_classification(
-    name: str, vocab_size: int = 8000, max_len: int = 256
+    name: str, vocab_size: int = 8000, max_len: int = 256, truncation: str = "head_tail"
 ) -> tuple[ClassificationSplit, ClassificationSplit, BPETokenizer]:
     _supported(name, ("imdb", "sst2"), "text classification")
+    truncate([], max_len, truncation)  # a bad max_len or truncation fails before the corpus is read
     text_col = "sentence" if name == "sst2" else "text"
     held_out = "validation" if name == "sst2" else "test"
     train = load_corpus(name, "train")
@@ -125,7 +128,7 @@ def load_classification(
     tok = train_bpe(train_texts, vocab_size, name=f"{name}-train")
 
     def split(texts: list[str], labels: list[int]) -> ClassificationSplit:
-        tokens = [ids[:max_len] for ids in tok.encode_batch(texts)]
+        tokens = [truncate(ids, max_len, truncation) for ids in tok.encode_batch(texts)]
         return ClassificationSplit(tokens, torch.tensor(labels, dtype=torch.long), tok.pad_id, max_len)
 
     evaluation = load_corpus(name, held_out)
