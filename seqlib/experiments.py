@@ -30,7 +30,7 @@ class Run:
     model: nn.Module
     result: TrainResult
     config: dict  # the profile entry used, with the chosen d_model
-    extra: dict[str, Any] = field(default_factory=dict)  # samples, tokenizer, ...
+    extra: dict[str, Any] = field(default_factory=dict)  # samples, tokenizer, number of training examples, ...
     record: dict | None = None
 
     @property
@@ -227,7 +227,8 @@ def run_classification(
     held-out split (SST-2 validation, IMDB test): ``val_accuracy`` in the result's metrics.
 
     ``experiment``: the profile entry to run (default ``classify_sst2`` or ``classify_imdb``); any entry with the
-    same sections (``model``, ``data``, ``train``) works, e.g. chapter 8's longer runs."""
+    same sections (``model``, ``data``, ``train``) works, e.g. chapter 8's longer runs. An entry's ``max_epochs``
+    (when set) caps the run at that many passes over the training split, besides its budget in seconds."""
     default = {"sst2": "classify_sst2", "imdb": "classify_imdb"}.get(dataset)
     if default is None:
         raise ValueError(f"dataset must be 'sst2' or 'imdb', got {dataset!r}")
@@ -266,7 +267,9 @@ def run_classification(
 
     stream = batches()
     eval_batches = list(test_split.batches(bs, shuffle=False))
-    train_cfg = _train_config(cfg, seed, progress, {"eval_batches": len(eval_batches), **(train_overrides or {})})
+    epoch_cap = {"max_steps": cfg["max_epochs"] * math.ceil(len(train_split) / bs)} if cfg.get("max_epochs") else {}
+    overrides = {"eval_batches": len(eval_batches), **epoch_cap, **(train_overrides or {})}
+    train_cfg = _train_config(cfg, seed, progress, overrides)
     result = train(
         model,
         lambda gen: next(stream),
@@ -276,7 +279,9 @@ def run_classification(
         device=default_device(),
     )
     config = {**{k: v for k, v in cfg.items() if k != "model"}, "model": {**model_cfg, **model_options}}
-    return _finish(Run(arch, model, result, config, {"tokenizer": tok}), record_as, seed)
+    return _finish(
+        Run(arch, model, result, config, {"tokenizer": tok, "train_examples": len(train_split)}), record_as, seed
+    )
 
 
 # ----------------------------------------------------------------------------- synthetic tasks

@@ -78,5 +78,19 @@ def test_a_longer_run_uses_its_own_budget_and_options(monkeypatch, tmp_path):
     )  # fmt: skip
     rec = results.load("long_t", "smoke")
     assert run.result.steps == profiles.get("ch8_sst2_long", "smoke")["train"]["max_steps"]
+    assert profiles.get("ch8_sst2_long", "full")["max_epochs"] and rec["config"]["max_epochs"] is None
     assert rec["config"]["model"]["dropout"] == 0.1 and rec["config"]["target_accuracy"] == 0.82
     assert rec["config"]["data"] == profiles.get("classify_sst2", "smoke")["data"]  # the comparison's data
+
+
+@needs_data
+def test_max_epochs_caps_a_run_at_passes_over_the_training_split(monkeypatch, tmp_path):
+    from seqlib.experiments import run_classification
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    smoke = profiles.EXPERIMENTS["ch8_sst2_long"]["smoke"]
+    monkeypatch.setitem(smoke, "max_epochs", 2)
+    monkeypatch.setitem(smoke, "train", {**smoke["train"], "max_steps": 1_000})
+    run = run_classification("lstm", "sst2", experiment="ch8_sst2_long", profile="smoke", progress=False)
+    per_epoch = -(-run.extra["train_examples"] // smoke["data"]["batch_size"])
+    assert run.result.steps == 2 * per_epoch < 1_000 and run.result.stopped_by == "max_steps"
