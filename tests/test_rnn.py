@@ -165,3 +165,17 @@ def test_float32_and_bf16_autocast_run():
             y32 = mixer(x, mask)
             mixer.impl = "reference"
             torch.testing.assert_close(mixer(x, mask), y32, atol=1e-5, rtol=1e-4)
+
+
+def test_library_recurrence_leaves_autocast_unless_float16_on_a_gpu(monkeypatch):
+    from seqlib.models import rnn
+
+    assert not rnn._recurrence_outside_autocast("cpu")  # autocast off: nothing to leave
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert rnn._recurrence_outside_autocast("cpu")
+    # On a GPU (simulated): bf16 autocast would give cuDNN's RNN float16 without loss scaling; fp16 is the trainer's
+    # scaled mode and stays
+    monkeypatch.setattr(torch, "is_autocast_enabled", lambda device_type=None: device_type == "cuda")
+    for dtype, leaves in ((torch.bfloat16, True), (torch.float16, False)):
+        monkeypatch.setattr(torch, "get_autocast_dtype", lambda device_type, dtype=dtype: dtype)
+        assert rnn._recurrence_outside_autocast("cuda") is leaves

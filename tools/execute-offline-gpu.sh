@@ -7,11 +7,8 @@
 #
 #   WHEELS   a folder of wheels for what the machine's Python lacks, or - for none. For a machine whose python3
 #            has PyTorch, numpy, pandas, matplotlib, seaborn, tokenizers, sacrebleu and tqdm: `datasets`, a Jupyter
-#            kernel and `myst-nb` (only its `glue`, which needs IPython alone: no Sphinx). On a connected machine,
-#            for the GPU machine's Python version and platform (add --platform manylinux... tags as needed):
-#              pip download --only-binary=:all: --python-version 3.12 -d WHEELS datasets nbclient nbformat ipykernel
-#              pip download --no-deps --only-binary=:all: --python-version 3.12 -d WHEELS myst-nb
-#            then delete from WHEELS what the machine already has (numpy, pandas, pyarrow, ...): one version each.
+#            kernel and `myst-nb` (only its `glue`: IPython and docutils, no Sphinx). tools/offline-kit.sh builds
+#            this folder and the copy of the data on a connected machine.
 #   DATA     a copy of the data laid out like shared/data (SEQLIB_DATA)
 #   OUT      a folder for book.tar.gz (notebooks/ and results/) and the logs
 #   SECONDS  the budget for the whole script (default 480): no notebook starts that would not finish within it,
@@ -33,7 +30,8 @@ if [ "$wheels" != - ]; then
   export PYTHONPATH=/tmp/seqlib-site:$PYTHONPATH
 fi
 python3 - <<'PY' || exit 1
-import torch, datasets, nbclient, ipykernel, myst_nb  # everything `execute` and the notebooks import
+import torch, datasets, nbclient, ipykernel  # everything `execute` and the notebooks import
+from myst_nb.ext.glue import glue  # what seqlib.book.glue calls (it imports docutils)
 from seqlib import profiles
 from seqlib.device import device_name
 

@@ -73,6 +73,14 @@ def mask_lengths(mask: torch.Tensor) -> torch.Tensor:
     return lengths.cpu()
 
 
+def _recurrence_outside_autocast(device_type: str) -> bool:
+    """Whether ``nn.LSTM``/``nn.GRU`` should leave autocast and run in float32 on ``device_type`` now: autocast is
+    on and is not float16 on a GPU (the one case where its RNN kernel and the trainer's loss scaling go together)."""
+    if not torch.is_autocast_enabled(device_type):
+        return False
+    return not (device_type == "cuda" and torch.get_autocast_dtype("cuda") == torch.float16)
+
+
 class _RecurrentMixer(Mixer):
     """Shared machinery; subclasses set ``rnn_class``, ``state_tensors`` and ``_cell``."""
 
@@ -103,12 +111,15 @@ class _RecurrentMixer(Mixer):
     def _run_rnn(self, x):
         """The library kernel (cuDNN on a GPU, oneDNN on a CPU) over a tensor or a PackedSequence.
 
-        Under CPU autocast the recurrence runs in the weights' dtype (float32): oneDNN builds no bf16 LSTM/GRU
-        kernel on CPUs without AVX-512 BF16 (it raises "could not create a primitive descriptor"), and elsewhere
-        gains little from it.
+        Under autocast the recurrence runs in the weights' dtype (float32; TF32 matrix products on recent GPUs),
+        except under float16 autocast on a GPU (a T4, where the trainer scales the loss). Autocast would otherwise
+        pick a kernel the other parts of the model do not use: on a GPU, PyTorch's autocast rule for cuDNN RNNs casts
+        to float16 whatever dtype autocast was asked for (and without loss scaling small float16 gradients underflow);
+        on a CPU, oneDNN builds no bf16 LSTM/GRU kernel without AVX-512 BF16 ("could not create a primitive
+        descriptor").
         """
-        if x.data.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
-            with torch.autocast("cpu", enabled=False):
+        if _recurrence_outside_autocast(x.data.device.type):
+            with torch.autocast(x.data.device.type, enabled=False):
                 return self.rnn(x.to(self.rnn.weight_ih_l0.dtype))
         return self.rnn(x)
 
