@@ -22,6 +22,7 @@ budget=${4:-480}
 start=$SECONDS
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 SEQLIB_PROFILE=${SEQLIB_PROFILE:-full} SEQLIB_DATA
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1  # nothing is reachable: never try
 SEQLIB_DATA=$(realpath "$data") || exit 1
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 if [ "$wheels" != - ]; then
