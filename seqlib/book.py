@@ -42,7 +42,7 @@ def setup(seed: int = 0) -> str:
                 "This GPU has no bfloat16: training uses float16 with a gradient scaler, and the full "
                 "profile's time budgets reach fewer steps than on the GPU the book was rendered on."
             )
-    else:
+    elif profile == "smoke":
         notes.append(
             "No GPU found: the smoke profile runs (small models, a few steps), so every cell works in "
             "seconds to minutes. On Colab choose Runtime > Change runtime type > T4 GPU for the full profile."

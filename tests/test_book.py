@@ -237,3 +237,19 @@ def test_the_command_line_names_a_missing_requirement(monkeypatch, capsys):
     assert book.main(["check"]) == 2
     err = capsys.readouterr().err
     assert "'nbformat' is not installed" in err and "requirements.txt" in err
+
+
+@pytest.mark.parametrize("profile", ["smoke", "full"])
+def test_setup_on_a_cpu_names_the_profile_that_runs(profile, monkeypatch, capsys):
+    import torch
+
+    from seqlib.book import setup
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("SEQLIB_PROFILE", profile)
+    assert setup() == profile
+    out = capsys.readouterr().out
+    assert f"profile: {profile}" in out
+    # the smoke note only where the smoke profile runs; the warning only where the full one does
+    assert ("the smoke profile runs" in out) is (profile == "smoke")
+    assert ("full on a CPU will take a long time" in out) is (profile == "full")
