@@ -15,6 +15,14 @@ wheels=${2:-.whl}
 data=${3:-data}
 py=${PYTHON_VERSION:-3.12}
 [ -d "$src" ] || { echo "no data folder at $src" >&2; exit 1; }
+for dir in "$wheels" "$data"; do  # both are emptied first: only a folder of their own inside the repository
+  case "$dir" in
+    "" | . | .. | /* | *..* | .git* | seqlib* | notebooks* | results* | tests* | book* | tools*)
+      echo "WHEELS and DATA must be folders of their own inside the repository, not '$dir'" >&2
+      exit 1
+      ;;
+  esac
+done
 exclude=.git/info/exclude
 for path in "/$wheels/" "/$data/"; do
   grep -qxF "$path" "$exclude" 2>/dev/null || echo "$path" >>"$exclude"
