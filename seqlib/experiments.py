@@ -177,36 +177,10 @@ def classification_data(
     dataset: str, vocab_size: int, max_len: int, max_examples: int | None = None, truncation: str = "head_tail"
 ):
     """``load_classification`` once per process and setting: sweeps over architectures and seeds reuse the
-    tokenized splits (encoding IMDB takes seconds); the splits are never modified in place.
-
-    ``max_examples`` (quick runs): draw that many texts of each split at random (seed 0) *before* training the
-    BPE tokenizer and encoding, so that a smoke run does not encode IMDB's 50,000 reviews. ``truncation``: how
-    a text longer than ``max_len`` tokens is cut (``seqlib.data.batching.truncate``)."""
-    if not max_examples:
-        return load_classification(dataset, vocab_size=vocab_size, max_len=max_len, truncation=truncation)
-    from .data import load_corpus, truncate
-    from .data.loaders import ClassificationSplit, _clean, column
-    from .data.tokenizers import train_bpe
-
-    text_col = "sentence" if dataset == "sst2" else "text"
-
-    def pick(split: str):
-        rows = load_corpus(dataset, split)
-        texts, labels = _clean(dataset, column(rows, text_col)), column(rows, "label")
-        idx = torch.randperm(len(texts), generator=torch.Generator().manual_seed(0))[:max_examples].tolist()
-        return [texts[i] for i in idx], [labels[i] for i in idx]
-
-    (train_texts, train_labels), (test_texts, test_labels) = (
-        pick("train"),
-        pick("validation" if dataset == "sst2" else "test"),
+    tokenized splits (encoding IMDB takes seconds); the splits are never modified in place."""
+    return load_classification(
+        dataset, vocab_size=vocab_size, max_len=max_len, truncation=truncation, max_examples=max_examples or None
     )
-    tok = train_bpe(train_texts, vocab_size, name=f"{dataset}-train{max_examples}")
-
-    def split(texts, labels):
-        tokens = [truncate(ids, max_len, truncation) for ids in tok.encode_batch(texts)]
-        return ClassificationSplit(tokens, torch.tensor(labels, dtype=torch.long), tok.pad_id, max_len)
-
-    return split(train_texts, train_labels), split(test_texts, test_labels), tok
 
 
 def run_classification(

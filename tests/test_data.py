@@ -394,6 +394,13 @@ def test_load_classification_sst2(local):
     assert train.tokens[long] == whole[:4] + whole[-12:]  # head and tail: 16 // 4 from the start
     with pytest.raises(ValueError, match="truncation"):
         load_classification("sst2", vocab_size=1000, max_len=16, truncation="tail")
+    # a random draw of each split (the same one every time), before the tokenizer is trained
+    small_train, small_val, _ = load_classification("sst2", vocab_size=300, max_len=16, max_examples=50)
+    again, _, _ = load_classification("sst2", vocab_size=300, max_len=16, max_examples=50)
+    assert (len(small_train), len(small_val)) == (50, 50) and small_train.tokens == again.tokens
+    assert torch.equal(small_train.labels, again.labels) and 0 < int(small_train.labels.sum()) < 50
+    with pytest.raises(ValueError, match="max_examples"):
+        load_classification("sst2", vocab_size=300, max_len=16, max_examples=0)
 
 
 def test_imdb_cleaning(imdb):

@@ -9,6 +9,8 @@
   IMDB's test set. BPE is trained on the training texts; IMDB's ``<br />`` tags become spaces. A text longer
   than ``max_len`` tokens keeps its first quarter and its last three quarters (``truncation="head_tail"``,
   the default) or its first ``max_len`` tokens (``"head"``): ``seqlib.data.batching.truncate``.
+  ``max_examples`` (quick runs): that many texts of each split, drawn at random (seed 0) before the tokenizer is
+  trained, so that a smoke run does not encode IMDB's 50,000 reviews.
 * ``load_translation("multi30k", vocab_size) -> (train, val, test, src_tokenizer, tgt_tokenizer)``:
   ``TranslationSplit`` objects, English -> German by default. One BPE per language, each trained on its
   side of the training split: the encoder and decoder have their own embedding tables anyway, and a
@@ -117,26 +119,35 @@ def _clean(name: str, texts: list[str]) -> list[str]:
 
 
 def load_classification(
-    name: str, vocab_size: int = 8000, max_len: int = 256, truncation: str = "head_tail"
+    name: str,
+    vocab_size: int = 8000,
+    max_len: int = 256,
+    truncation: str = "head_tail",
+    max_examples: int | None = None,
 ) -> tuple[ClassificationSplit, ClassificationSplit, BPETokenizer]:
     _supported(name, ("imdb", "sst2"), "text classification")
     truncate([], max_len, truncation)  # a bad max_len or truncation fails before the corpus is read
+    if max_examples is not None and (not isinstance(max_examples, int) or max_examples < 1):
+        raise ValueError(f"max_examples must be a positive int or None, got {max_examples!r}")
     text_col = "sentence" if name == "sst2" else "text"
-    held_out = "validation" if name == "sst2" else "test"
-    train = load_corpus(name, "train")
-    train_texts = _clean(name, column(train, text_col))
-    tok = train_bpe(train_texts, vocab_size, name=f"{name}-train")
+
+    def texts_and_labels(split: str) -> tuple[list[str], list[int]]:
+        rows = load_corpus(name, split)
+        texts, labels = _clean(name, column(rows, text_col)), column(rows, "label")
+        if max_examples:  # a random draw (seed 0), before the tokenizer is trained
+            idx = torch.randperm(len(texts), generator=torch.Generator().manual_seed(0))[:max_examples].tolist()
+            texts, labels = [texts[i] for i in idx], [labels[i] for i in idx]
+        return texts, labels
+
+    train_texts, train_labels = texts_and_labels("train")
+    eval_texts, eval_labels = texts_and_labels("validation" if name == "sst2" else "test")
+    tok = train_bpe(train_texts, vocab_size, name=f"{name}-train{max_examples or ''}")
 
     def split(texts: list[str], labels: list[int]) -> ClassificationSplit:
         tokens = [truncate(ids, max_len, truncation) for ids in tok.encode_batch(texts)]
         return ClassificationSplit(tokens, torch.tensor(labels, dtype=torch.long), tok.pad_id, max_len)
 
-    evaluation = load_corpus(name, held_out)
-    return (
-        split(train_texts, column(train, "label")),
-        split(_clean(name, column(evaluation, text_col)), column(evaluation, "label")),
-        tok,
-    )
+    return split(train_texts, train_labels), split(eval_texts, eval_labels), tok
 
 
 def load_translation(
