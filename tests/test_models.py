@@ -51,6 +51,23 @@ def test_shape_and_dtype(arch):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
+def test_float16_autocast_stays_close_to_float32(arch):
+    """A T4 trains under float16 autocast (seqlib.device): no dtype clash, nothing lost beyond float16's rounding."""
+    torch.manual_seed(0)
+    m = MIXERS[arch](d_model=D, **OPTIONS.get(arch, {}))  # float32 weights, as the trainer keeps them
+    x = torch.randn(B, T, D)
+    y32 = m(x)
+    g32 = torch.autograd.grad(y32.square().sum(), list(m.parameters()))
+    with torch.autocast("cpu", dtype=torch.float16):
+        y16 = m(x)
+    g16 = torch.autograd.grad(y16.float().square().sum(), list(m.parameters()))
+    assert y16.dtype == torch.float16
+    assert (y16.float() - y32).abs().max() <= 1e-2 * y32.abs().max()  # float16 keeps ~3 significant digits
+    for a, b in zip(g16, g32, strict=True):
+        assert torch.isfinite(a).all() and (a - b).abs().max() <= 2e-2 * b.abs().max() + 1e-6
+
+
+@pytest.mark.parametrize("arch", ARCHS)
 def test_causal(arch):
     m = make(arch)
     x = torch.randn(B, T, D, dtype=torch.float64)
