@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 TRAIN_TASKS = {
     "char_lm": "tiny Shakespeare, characters",
@@ -40,43 +41,88 @@ def cmd_train(args) -> int:
     return 0
 
 
-def bench_mixers_table(
-    archs, lengths, d_model: int, batch_size: int, warmup: int, repeats: int, max_seconds: float = 60.0
-):
-    """Forward+backward time and peak memory of every mixer's fast path and its reference, at several lengths."""
+MIXER_TABLE_COLUMNS = ["fast ms", "reference ms", "speedup", "fast MiB", "reference MiB"]
+
+
+def bench_mixer_rows(arch: str, lengths, d_model: int, batch_size: int, warmup: int, repeats: int, max_seconds=60.0):
+    """Forward+backward time and peak memory of one mixer's fast path and its reference: a row per length, with
+    the columns ``arch``, ``seq_len`` and ``MIXER_TABLE_COLUMNS`` (NaN where a run was too slow or out of memory)."""
     import pandas as pd
 
     from .bench import bench_mixer
     from .models import MIXERS
 
-    rows = []
-    for arch in archs:
-        for impl in ("fast", "reference"):
-            df = bench_mixer(
-                lambda a=arch, i=impl: MIXERS[a](d_model=d_model, impl=i),
-                lengths,
-                mode="train",
-                batch_size=batch_size,
-                warmup=warmup,
-                repeats=repeats,
-                max_seconds=max_seconds,
-                labels={"arch": arch, "impl": impl},
-            )
-            rows.append(df)
-    df = pd.concat(rows, ignore_index=True)
-    table = df.pivot_table(
-        index=["arch", "seq_len"], columns="impl", values=["median_ms", "peak_mem_bytes"], aggfunc="first"
-    )
-    out = pd.DataFrame(
+    runs = {
+        impl: bench_mixer(
+            lambda i=impl: MIXERS[arch](d_model=d_model, impl=i),
+            lengths,
+            mode="train",
+            batch_size=batch_size,
+            warmup=warmup,
+            repeats=repeats,
+            max_seconds=max_seconds,
+        ).set_index("seq_len")
+        for impl in ("fast", "reference")
+    }
+    index = sorted(set(runs["fast"].index) | set(runs["reference"].index))
+
+    def column(impl: str, name: str) -> pd.Series:
+        df = runs[impl]
+        values = df[name] if name in df else pd.Series(float("nan"), index=df.index)
+        return pd.to_numeric(values, errors="coerce").reindex(index)  # None (not measurable) -> NaN
+
+    fast, ref = column("fast", "median_ms"), column("reference", "median_ms")
+    return pd.DataFrame(
         {
-            "fast ms": table[("median_ms", "fast")],
-            "reference ms": table.get(("median_ms", "reference")),
-            "speedup": table[("median_ms", "reference")] / table[("median_ms", "fast")],
-            "fast MiB": table[("peak_mem_bytes", "fast")] / 2**20,
-            "reference MiB": table.get(("peak_mem_bytes", "reference")) / 2**20,
+            "arch": arch,
+            "seq_len": index,
+            "fast ms": fast.to_numpy(),
+            "reference ms": ref.to_numpy(),
+            "speedup": (ref / fast).to_numpy(),
+            "fast MiB": (column("fast", "peak_mem_bytes") / 2**20).to_numpy(),
+            "reference MiB": (column("reference", "peak_mem_bytes") / 2**20).to_numpy(),
         }
     )
-    return out.reindex(pd.MultiIndex.from_product([archs, sorted(set(df.seq_len))], names=["arch", "seq_len"]))
+
+
+def mixers_table(rows, archs):
+    """Rows of ``bench_mixer_rows`` as the printed table: indexed by (arch, seq_len), ``archs`` in their order."""
+    import pandas as pd
+
+    table = rows.set_index(["arch", "seq_len"])[MIXER_TABLE_COLUMNS].astype(float)
+    names = [a for a in archs if a in set(rows["arch"])]
+    return table.reindex(pd.MultiIndex.from_product([names, sorted(set(rows["seq_len"]))], names=["arch", "seq_len"]))
+
+
+def _unfinished_mixers_rows(args, settings: dict):
+    """The rows of ``args.record`` when it is an unfinished ``bench mixers`` run of the same settings and of the
+    current code (a run stopped at its time budget or interrupted), else None: the run starts afresh."""
+    import json
+
+    from . import results
+
+    if not args.record:
+        return None
+    try:
+        rec = results.load(args.record, args.profile)
+    except FileNotFoundError:
+        return None
+    config = rec.get("config") or {}
+    unfinished = config.get("complete") is False and rec.get("history") is not None
+    same = {k: v for k, v in config.items() if k != "complete"} == json.loads(json.dumps(settings))
+    return rec["history"] if unfinished and same and not results.is_stale(rec) else None
+
+
+def _record_mixers(args, rows, settings: dict, complete: bool):
+    """Record ``bench mixers`` rows: the speedup of each architecture at its longest length that has one."""
+    from . import results
+
+    ok = rows.dropna(subset=["speedup"]).sort_values("seq_len")
+    metrics = {f"{a}/speedup": float(r["speedup"]) for a, r in ok.groupby("arch", sort=False).last().iterrows()}
+    config = {**settings, "complete": complete}
+    rank = settings["archs"].index  # a resumed run's rows in the order of the architectures
+    rows = rows.sort_values(["arch", "seq_len"], key=lambda c: c.map(rank) if c.name == "arch" else c)
+    return results.record(args.record, metrics, config=config, history=rows, profile=args.profile)
 
 
 def _record(args, metrics: dict, config: dict, history) -> None:
@@ -94,31 +140,55 @@ def cmd_bench(args) -> int:
 
     print(f"device: {device_name()} | torch {torch.__version__}")
     if args.what == "mixers":
+        import pandas as pd
+
         from .models import MIXERS
 
         cfg = profiles.get("bench_mixers", args.profile)
-        archs = args.arch or list(MIXERS)
+        archs = [a if isinstance(a, str) else a[0] for a in (args.arch or list(MIXERS))]
         lengths = args.lengths or cfg["lengths"]
         d = args.d_model or cfg["d_model"]
+        settings = {"archs": archs, "lengths": lengths, "d_model": d, **cfg}
         print(
             f"forward+backward, batch {cfg['batch_size']}, d_model {d}, autocast where the GPU supports it; "
             "median of repeats after warm-up\n"
         )
-        table = bench_mixers_table(
-            [a if isinstance(a, str) else a[0] for a in archs],
-            lengths,
-            d,
-            cfg["batch_size"],
-            cfg["warmup"],
-            cfg["repeats"],
-            cfg.get("max_seconds", 60.0),
-        )
+        rows = _unfinished_mixers_rows(args, settings)
+        done = set() if rows is None else set(rows["arch"])
+        if done:
+            print(f"resuming {args.record}: {len(done)} of {len(archs)} architectures measured with this code already")
+        parts = [] if rows is None else [rows]
+        start, longest, stopped, path = time.perf_counter(), 0.0, False, None
+        for arch in archs:
+            if arch in done:
+                continue
+            # each call measures at least one architecture; then none that would probably end past the budget
+            budget = args.time_budget
+            if budget is not None and longest > 0 and time.perf_counter() - start + longest > budget:
+                stopped = True
+                break
+            t0 = time.perf_counter()
+            parts.append(
+                bench_mixer_rows(
+                    arch, lengths, d, cfg["batch_size"], cfg["warmup"], cfg["repeats"], cfg.get("max_seconds", 60.0)
+                )
+            )
+            longest = max(longest, time.perf_counter() - t0)
+            done.add(arch)
+            if args.record:  # after each architecture: an interrupted run keeps what it measured
+                path = _record_mixers(args, pd.concat(parts, ignore_index=True), settings, complete=done >= set(archs))
+        if args.record and path is None and done >= set(archs):  # resumed with nothing left to measure
+            path = _record_mixers(args, pd.concat(parts, ignore_index=True), settings, complete=True)
+        table = mixers_table(pd.concat(parts, ignore_index=True), archs)
         print(table.to_string(float_format=lambda v: f"{v:,.2f}"))
-        if args.record:
-            longest = table.reset_index().groupby("arch").last()  # each architecture at its longest length
-            metrics = {f"{a}/speedup": r["speedup"] for a, r in longest.iterrows()}
-            config = {"archs": list(table.index.levels[0]), "lengths": lengths, "d_model": d, **cfg}
-            _record(args, metrics, config, table.reset_index())
+        if path is not None:
+            print(f"\nrecorded as {path}")
+        if stopped:
+            print(
+                f"\nstopped at the time budget ({args.time_budget:g} s) after {len(done)} of {len(archs)} "
+                "architectures: run the same command again to measure the rest"
+            )
+            return 3
         return 0
     if args.what == "mfu":
         from .train import gpt2_mfu_benchmark
@@ -156,6 +226,13 @@ def main(argv: list[str] | None = None) -> int:
     be.add_argument("--d-model", type=int, help="width (default: from the profile)")
     be.add_argument("--profile", choices=["smoke", "full"], help="default: full on a GPU, smoke otherwise")
     be.add_argument("--record", metavar="NAME", help="record the figures as results/NAME.json (full profile)")
+    be.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="SECONDS",
+        help="mixers: start no architecture that would probably end past this; with --record, the same command "
+        "again measures the rest (exit status 3 while some are left)",
+    )
 
     sub.add_parser("book", help="execute and check the book's notebooks (python -m seqlib book --help)", add_help=False)
 

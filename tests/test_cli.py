@@ -58,3 +58,27 @@ def test_train_smoke_run(capsys, monkeypatch):
     assert main(["train", "--arch", "gru", "--task", "char_lm"]) == 0
     out = capsys.readouterr().out
     assert "val_loss" in out and "sample:" in out
+
+
+def test_bench_mixers_stopped_at_its_time_budget_resumes_where_it_stopped(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("SEQLIB_PROFILE", "smoke")
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    argv = ["bench", "mixers", "--arch", "cnn", "--arch", "lstm", "--lengths", "8", "--profile", "smoke"]
+    argv += ["--record", "bench_r"]
+    assert main([*argv, "--time-budget", "0"]) == 3  # one architecture per call at least, then the budget stops it
+    rec = results.load("bench_r", "smoke")
+    assert rec["config"]["complete"] is False and list(rec["history"]["arch"]) == ["cnn"]
+    assert "run the same command again" in capsys.readouterr().out
+
+    assert main(argv) == 0
+    rec = results.load("bench_r", "smoke")
+    assert "resuming bench_r: 1 of 2" in capsys.readouterr().out
+    assert rec["config"]["complete"] is True and list(rec["history"]["arch"]) == ["cnn", "lstm"]
+    assert set(rec["metrics"]) == {"cnn/speedup", "lstm/speedup"}
+
+    assert main(argv) == 0  # a finished record is measured again, not resumed
+    assert "resuming" not in capsys.readouterr().out
+    other = [x if x != "8" else "16" for x in argv]
+    assert main([*other, "--time-budget", "0"]) == 3
+    assert "resuming" not in capsys.readouterr().out  # other settings: afresh
+    assert list(results.load("bench_r", "smoke")["history"]["seq_len"]) == [16]
