@@ -6,10 +6,11 @@
 ``execute`` runs each notebook top to bottom through nbclient (the profile comes from ``SEQLIB_PROFILE``),
 stores in its metadata (``metadata.seqlib``) the device, profile, wall time, a hash of its code cells, a hash
 of seqlib's sources and what its kernel depended on (``seqlib.results.dependencies``: the seqlib modules it
-imported, the experiment settings and the full-profile records it read), and updates
+imported, the experiment settings and the records it read), and updates
 ``results/book_execution.json``. A notebook is *stale* when its code cells or any of those dependencies changed
 since it was executed: a change to chapter 7's settings leaves chapter 4 fresh, and a new chapter 6 record makes
-chapter 10, which reads it, stale. ``check`` fails on a notebook without outputs or with an
+chapter 10, which reads it, stale. Smoke-profile records go to a directory of the book's own
+(``book_smoke_results``). ``check`` fails on a notebook without outputs or with an
 error output; ``--strict`` also fails on a stale notebook or one not executed on a GPU in the full profile.
 
 Notebooks import ``seqlib.book`` (``setup``, ``glue``), never this module: a change to the tooling leaves every
@@ -19,6 +20,7 @@ notebook fresh.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -36,6 +38,26 @@ def absolute_data_path() -> None:
     """Kernels run in the notebook's folder: a relative ``SEQLIB_DATA`` is made absolute before they start."""
     if os.environ.get("SEQLIB_DATA"):
         os.environ["SEQLIB_DATA"] = os.path.abspath(os.environ["SEQLIB_DATA"])
+
+
+#: where the book's notebooks keep their smoke-profile records (under the temporary directory)
+BOOK_SMOKE_RESULTS = "seqlib-results-smoke-book"
+
+
+@contextlib.contextmanager
+def book_smoke_results():
+    """Within it, the book's smoke-profile notebooks have a records directory of their own (``SEQLIB_SMOKE_RESULTS``,
+    unless set; the kernels inherit it): tests and other smoke runs on this machine then never replace a record
+    that a chapter showed, and a chapter that read another's record goes stale when that record changes."""
+    import tempfile
+
+    before = os.environ.get("SEQLIB_SMOKE_RESULTS")
+    os.environ.setdefault("SEQLIB_SMOKE_RESULTS", str(Path(tempfile.gettempdir()) / BOOK_SMOKE_RESULTS))
+    try:
+        yield Path(os.environ["SEQLIB_SMOKE_RESULTS"])
+    finally:
+        if before is None:
+            os.environ.pop("SEQLIB_SMOKE_RESULTS", None)
 
 
 def toc_notebooks(root: Path = ROOT) -> list[Path]:
@@ -165,8 +187,8 @@ def _time_guess(name: str, last: dict, profile: str) -> float:
 
 
 #: run in the kernel after a notebook's cells (and removed from it): what the kernel depended on, as JSON
-_DEPENDENCY_PROBE = (
-    "import json as _json\nfrom seqlib.results import dependencies as _deps\nprint(_json.dumps(_deps()))"
+_DEPENDENCY_PROBE = (  # records the notebook wrote itself are its outputs, not its inputs
+    "import json as _json\nfrom seqlib.results import dependencies as _deps\nprint(_json.dumps(_deps(for_record=True)))"
 )
 
 
@@ -332,6 +354,11 @@ def _command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if not p.exists() or p.suffix != ".ipynb":
             parser.error(f"not a notebook: {p}")
     paths = [p.resolve() for p in args.notebooks] or toc_notebooks()
+    with book_smoke_results():
+        return _notebook_command(args, paths)
+
+
+def _notebook_command(args: argparse.Namespace, paths: list[Path]) -> int:
     if args.cmd == "execute":
         only_needed = not args.notebooks and not args.all
         if only_needed and not to_execute(paths):

@@ -8,12 +8,13 @@
 
 Only the ``full`` profile writes to the results directory (``$SEQLIB_RESULTS``, else ``results/`` at the
 root of the repository holding ``seqlib``, else ``./results`` for an installed package). ``smoke`` runs
-write to ``<tmp>/seqlib-results-smoke`` so that a quick check never overwrites a committed result.
+write to ``$SEQLIB_SMOKE_RESULTS``, else ``<tmp>/seqlib-results-smoke``, so that a quick check never overwrites a
+committed result (``python -m seqlib.book`` gives the book's smoke-profile notebooks a directory of their own).
 
 ``code_hash()`` is the SHA-256 of seqlib's source (every ``.py`` file of the package, sorted by relative
 path, path and content). ``dependencies()`` names what a process's results depend on: the seqlib modules it
-imported (``profiles.py`` aside), the experiment settings it read (``profiles.get``) and the full-profile records it
-read (``load``, ``seqlib.summary.collect``), with one hash over their current contents. Every record carries it;
+imported (``profiles.py`` aside), the experiment settings it read (``profiles.get``) and the records it read
+(``load``, ``seqlib.summary.collect``), with one hash over their current contents. Every record carries it;
 ``is_stale(record)`` says whether any of it changed since the record was made (the whole package's hash, for a
 record that predates it). A change to one experiment's settings or to a module a chapter does not import leaves
 that chapter's results fresh.
@@ -73,7 +74,7 @@ def default_dir(profile: str | None = None) -> Path:
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; valid values: {', '.join(PROFILES)}")
     if profile == "smoke":
-        return Path(tempfile.gettempdir()) / "seqlib-results-smoke"
+        return Path(os.environ.get("SEQLIB_SMOKE_RESULTS") or Path(tempfile.gettempdir()) / "seqlib-results-smoke")
     if os.environ.get("SEQLIB_RESULTS"):
         return Path(os.environ["SEQLIB_RESULTS"])
     root = _repo_root()
@@ -141,7 +142,7 @@ def dependency_hash(deps: dict) -> str:
 def dependencies(for_record: bool = False) -> dict[str, Any]:
     """What this process's results depend on so far, with ``dependency_hash`` over it: ``modules`` (seqlib files
     imported), ``profiles`` (``[experiment, profile]`` read) and ``records`` (``[name, profile]`` of the
-    full-profile records read, ``"*"`` for the list of them all). ``for_record``: leave out the records this
+    records read, ``"*"`` for the list of them all). ``for_record``: leave out the records this
     process wrote itself (a run reads back what it has just recorded; that is not one of its inputs)."""
     skip = WRITTEN if for_record else set()
     deps: dict[str, Any] = {
@@ -261,7 +262,7 @@ def load(name: str, profile: str | None = None, *, results_dir: str | os.PathLik
     profile = current_profile() if profile is None else profile
     directory = Path(results_dir) if results_dir is not None else default_dir(profile)
     path = _path(name, directory)
-    if results_dir is None and profile == "full":  # a missing record counts too: its arrival changes the result
+    if results_dir is None:  # a missing record counts too: its arrival changes the result
         READ.add((name, profile))
     if not path.exists():
         how = (

@@ -67,7 +67,8 @@ _USED = re.compile(
 def collect(profile: str | None = None, results_dir: str | Path | None = None) -> dict[str, dict]:
     """Every record (``name -> record``, history as a DataFrame) in the results directory of ``profile``."""
     directory = Path(results_dir) if results_dir is not None else default_dir(profile)
-    logged = results_dir is None and (profile or current_profile()) == "full"  # what the caller's results read
+    profile = profile or current_profile()
+    logged = results_dir is None  # what the caller's results read
     records = {}
     for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
         try:
@@ -80,9 +81,9 @@ def collect(profile: str | None = None, results_dir: str | Path | None = None) -
         rec["history"] = pd.DataFrame(hist["data"], columns=hist["columns"]) if hist else None
         records[rec.get("name", path.stem)] = rec
         if logged:
-            results.READ.add((path.stem, "full"))
+            results.READ.add((path.stem, profile))
     if logged:
-        results.READ.add((results.ALL_RECORDS, "full"))  # which records there are: a new one changes the table
+        results.READ.add((results.ALL_RECORDS, profile))  # which records there are: a new one changes the table
     return records
 
 

@@ -1,13 +1,15 @@
 """The book's plumbing: the setup cell, the table of contents, execute and check."""
 
+import os
 import re
+import tempfile
 from pathlib import Path
 
 import nbformat
 import pytest
 import yaml
 
-from seqlib import book
+from seqlib import book, results
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -162,7 +164,8 @@ def test_a_notebook_is_stale_when_what_it_read_changes_and_only_then(tmp_path, m
     monkeypatch.setenv("SEQLIB_RESULTS", str(tmp_path / "results"))  # the kernels inherit it
     up = _notebook(
         tmp_path,
-        "from seqlib import profiles, results\nprofiles.get('char_lm')\nresults.record('up', {'x': 1})",
+        "from seqlib import profiles, results\nprofiles.get('char_lm')\nresults.record('up', {'x': 1})\n"
+        "results.load('up')",  # read back: an output of this notebook, not an input
         outputs=False,
         name="01_up.ipynb",
     )
@@ -171,6 +174,7 @@ def test_a_notebook_is_stale_when_what_it_read_changes_and_only_then(tmp_path, m
     book.execute([up, down], timeout=120, log_path=log)
     deps = nbformat.read(down, as_version=4).metadata["seqlib"]["dependencies"]
     assert deps["records"] == [["up", "full"]] and "results.py" in deps["modules"]
+    assert nbformat.read(up, as_version=4).metadata["seqlib"]["dependencies"]["records"] == []
     assert len(nbformat.read(up, as_version=4).cells) == 1  # the probe cell is not left in the notebook
     assert not book.notebook_status(up)["stale"] and not book.notebook_status(down)["stale"]
     experiments = {k: dict(v) for k, v in profiles.EXPERIMENTS.items()}
@@ -189,6 +193,27 @@ def test_a_notebook_is_stale_when_what_it_read_changes_and_only_then(tmp_path, m
     ran = book.execute([up, down], timeout=120, log_path=log, only_needed=True)  # up runs, and rewrites 'up'
     assert len(ran) == 2 and not book.notebook_status(down)["stale"]
     assert book.execute([up, down], timeout=120, log_path=log, only_needed=True) == []
+
+
+def test_smoke_records_read_by_a_notebook_count_like_full_ones(tmp_path, monkeypatch):
+    """A smoke-profile chapter that showed another's record goes stale when that record is replaced; the book's
+    command line gives its smoke records a directory of their own, apart from tests and other smoke runs."""
+    monkeypatch.setenv("SEQLIB_PROFILE", "smoke")
+    monkeypatch.setenv("SEQLIB_SMOKE_RESULTS", str(tmp_path / "smoke"))
+    write = "from seqlib import results\nresults.record('up', {'x': 1})"
+    up = _notebook(tmp_path, write, outputs=False, name="a.ipynb")
+    down = _notebook(tmp_path, "from seqlib import results\nresults.load('up')", outputs=False, name="b.ipynb")
+    book.execute([up, down], timeout=120, log_path=tmp_path / "log.json")
+    assert nbformat.read(down, as_version=4).metadata["seqlib"]["dependencies"]["records"] == [["up", "smoke"]]
+    assert not book.notebook_status(down)["stale"]
+    results.record("up", {"x": 2})  # another run replaces the record the chapter showed
+    assert book.notebook_status(down)["stale"] and not book.notebook_status(up)["stale"]
+
+    monkeypatch.delenv("SEQLIB_SMOKE_RESULTS")
+    with book.book_smoke_results() as directory:
+        assert directory.name == book.BOOK_SMOKE_RESULTS and results.default_dir("smoke") == directory
+    assert results.default_dir("smoke") == Path(tempfile.gettempdir()) / "seqlib-results-smoke"
+    assert "SEQLIB_SMOKE_RESULTS" not in os.environ
 
 
 def test_notebooks_do_not_import_the_execution_tooling():
