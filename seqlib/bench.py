@@ -28,7 +28,7 @@ import gc
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -44,6 +44,8 @@ __all__ = [
     "sweep",
     "fit_exponent",
     "fit_power_law",
+    "linear_time_verdict",
+    "LINEAR_EXPONENT_MAX",
     "TooSlow",
     "tensor_bytes",
     "bench_mixer",
@@ -236,6 +238,31 @@ def fit_power_law(lengths, values, *, tail: float = 0.5) -> tuple[float, float]:
 def fit_exponent(lengths, values, *, tail: float = 0.5) -> float:
     """The exponent ``k`` of ``value ~ length^k`` (see ``fit_power_law``): 1 linear, 2 quadratic."""
     return fit_power_law(lengths, values, tail=tail)[0]
+
+
+#: the largest fitted time exponent still read as linear growth in n (noise and fixed costs included)
+LINEAR_EXPONENT_MAX = 1.3
+
+
+def linear_time_verdict(
+    exponents: Mapping[str, float],
+    archs: Sequence[str],
+    reference: str = "transformer",
+    linear_max: float = LINEAR_EXPONENT_MAX,
+) -> str:
+    """Whether one sweep's fitted time exponents (``fit_exponent``, by architecture) show ``archs`` growing
+    linearly in the length. "confirmed": each is at most ``linear_max`` while the same sweep's ``reference``
+    (softmax attention, quadratic) is above it, so the sweep can tell the two apart; "inconclusive (softmax
+    attention looks linear too)": the reference is not above it; "not confirmed by this run": one of ``archs``
+    grows faster; "not measured": an exponent is missing."""
+    values = [exponents.get(a) for a in [*archs, reference]]
+    if not archs or any(v is None or not math.isfinite(v) for v in values):
+        return "not measured"
+    if any(exponents[a] > linear_max for a in archs):
+        return "not confirmed by this run"
+    if exponents[reference] <= linear_max:
+        return "inconclusive (softmax attention looks linear too)"
+    return "confirmed"
 
 
 # ----------------------------------------------------------------------------- mixers

@@ -1,8 +1,11 @@
 """Long-range ability (chapter 6): synthetic tasks swept over length and width, and verdicts per length band.
 
 * ``task_vocab``, ``chance_accuracy``, ``format_example``: what a synthetic task asks, and its chance level;
-* ``matched_widths``: per architecture, the ``d_model`` whose language model on a task's vocabulary lands
-  closest to a parameter target (the same answer as ``models.match_d_model``, found by a cheap upward scan);
+* ``matched_widths``: per architecture, the ``d_model`` whose model for a task (a language model on its
+  vocabulary, or the sequence regressor of a regression task) lands closest to a parameter target (for language
+  models the same answer as ``models.match_d_model``, found by a cheap upward scan);
+* ``constant_baseline``, ``adding_floor``: the error of the best constant prediction on a regression task, and
+  the lowest error on the adding problem of a model that sees only so many inputs back;
 * ``length_sweep`` / ``width_sweep``: one fresh model per (architecture, task, length[, width]) trained with
   ``experiments.run_synthetic``, as a DataFrame with one row per run;
 * ``reach_of``: how far back one output of a built model can see (receptive field, window) or ``None`` (unbounded);
@@ -29,10 +32,12 @@ __all__ = [
     "BANDS",
     "FAMILIES",
     "LADDER",
+    "adding_floor",
     "answer_distances",
     "band_of",
     "break_lengths",
     "chance_accuracy",
+    "constant_baseline",
     "family_scores",
     "format_example",
     "judge",
@@ -40,6 +45,7 @@ __all__ = [
     "matched_widths",
     "min_width",
     "reach_of",
+    "task_model",
     "task_vocab",
     "width_sweep",
 ]
@@ -152,8 +158,34 @@ def answer_distances(task: str, seq_len: int, task_options: Mapping | None = Non
 
 
 # ----------------------------------------------------------------------------- matched widths
+def task_model(
+    arch: str | Sequence[str],
+    task: str,
+    d_model: int,
+    *,
+    n_layers: int,
+    task_options: Mapping | None = None,
+    **model_options,
+) -> torch.nn.Module:
+    """The model ``experiments.run_synthetic`` trains on ``task``, untrained: a language model on the task's
+    vocabulary for a token task, a ``SequenceRegressor`` on the task's input features for a regression task
+    (the adding problem). ``model_options`` are passed on as ``run_synthetic`` passes them."""
+    if task in REGRESSION_TASKS:
+        from .experiments import SequenceRegressor
+
+        x, _ = SYNTHETIC_TASKS[task](1, 16, **_task_kwargs(task, task_options))  # (1, T, features)
+        return SequenceRegressor(arch, x.shape[-1], d_model, n_layers, **model_options)
+    vocab = task_vocab(task, task_options)
+    return build_model(arch, "lm", vocab_size=vocab, d_model=d_model, n_layers=n_layers, **model_options)
+
+
+def _task_kwargs(task: str, task_options: Mapping | None) -> dict:
+    _options(task, task_options)  # validates the task name
+    return dict(task_options or {})
+
+
 def matched_widths(
-    archs: Iterable[str],
+    archs: Iterable[str | Sequence[str]],
     task: str,
     target_params: int,
     *,
@@ -163,20 +195,20 @@ def matched_widths(
     tolerance: float = 0.10,
     **model_options,
 ) -> dict[str, tuple[int, int]]:
-    """``arch -> (d_model, n_params)``: the width (a multiple of ``multiple``) whose language model on the task's
-    vocabulary lands closest to ``target_params``. Raises when an architecture misses it by more than ``tolerance``.
+    """``arch -> (d_model, n_params)``: the width (a multiple of ``multiple``) whose model for the task
+    (``task_model``: a language model on the task's vocabulary, or the regressor of a regression task) lands
+    closest to ``target_params``. Raises when an architecture misses it by more than ``tolerance``.
 
-    Same choice as ``seqlib.models.match_d_model``; it scans widths upward and stops past the target, so it only
-    builds small models (cheap enough to call per task on a CPU).
+    For a token task, the same choice as ``seqlib.models.match_d_model``; it scans widths upward and stops past
+    the target, so it only builds small models (cheap enough to call per task on a CPU).
     """
-    vocab = task_vocab(task, task_options)
+    _task_kwargs(task, task_options)  # an unknown task raises here, not as a width to skip
     out = {}
     for arch in archs:
 
         def n_params(d: int, arch=arch) -> int:
-            return count_params(
-                build_model(arch, "lm", vocab_size=vocab, d_model=d, n_layers=n_layers, **model_options)
-            )
+            model = task_model(arch, task, d, n_layers=n_layers, task_options=task_options, **model_options)
+            return count_params(model)
 
         tried: dict[int, int] = {}
         d = multiple
@@ -197,6 +229,37 @@ def matched_widths(
             )
         out[arch] = (best, tried[best])
     return out
+
+
+def constant_baseline(
+    task: str, seq_len: int, task_options: Mapping | None = None, n: int = 10_000, seed: int = 0
+) -> tuple[float, float]:
+    """A regression task's floor for "learned nothing": ``(mse, sd)``, the mean squared error of the best constant
+    prediction (the mean target, so ``mse`` is the targets' variance) on ``n`` generated examples, and the standard
+    deviation of one example's squared error (the standard error of an MSE measured on ``m`` examples is about
+    ``sd / sqrt(m)``). A model that ignores its input can do no better than ``mse``, up to that noise."""
+    if task not in REGRESSION_TASKS:
+        raise ValueError(f"{task!r} is not a regression task; choose from {REGRESSION_TASKS}")
+    _, y = SYNTHETIC_TASKS[task](n, seq_len, seed=seed, **_task_kwargs(task, task_options))
+    sq = (y.double() - y.double().mean()) ** 2
+    return float(sq.mean()), float(sq.std())
+
+
+def adding_floor(
+    seq_len: int, reach: int | None, task_options: Mapping | None = None, n: int = 10_000, seed: int = 0
+) -> float:
+    """The lowest mean squared error on the adding problem of a model that sees only the last ``reach`` inputs
+    (``None``: all of them, so 0): it adds the marked numbers it sees and can only guess the mean, 1/2, for a
+    marked number further back. Estimated on ``n`` generated examples; ``reach`` 0 gives about the
+    ``constant_baseline``."""
+    opts = _task_kwargs("adding_problem", task_options)
+    if reach is None or reach >= seq_len:
+        return 0.0  # sees both numbers
+    x, y = SYNTHETIC_TASKS["adding_problem"](n, seq_len, seed=seed, **opts)
+    values, marks = x[..., 0].double(), x[..., 1].double()  # (n, T) each
+    seen = torch.arange(seq_len - 1, -1, -1) < reach  # (T,): distance from the last position below the reach
+    pred = (marks * torch.where(seen, values, torch.full_like(values, 0.5))).sum(1)  # (n,)
+    return float(((y.double() - pred) ** 2).mean())
 
 
 # ----------------------------------------------------------------------------- sweeps
@@ -311,13 +374,16 @@ def min_width(df: pd.DataFrame, threshold: float) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- reach
 def reach_of(model: torch.nn.Module) -> int | None:
-    """How many input positions one output of ``model`` (a built LM) can depend on; ``None`` when unbounded.
+    """How many input positions one output of ``model`` can depend on; ``None`` when unbounded. ``model``: a
+    built model with a backbone (``build_model``) or a stack of blocks of its own (``task_model`` of a regression
+    task).
 
     Convolutions add ``receptive_field - 1`` per layer, sliding windows ``window - 1``; any mixer without either
     (recurrence, attention, state-space scans) makes the reach unbounded.
     """
+    blocks = model.backbone.blocks if hasattr(model, "backbone") else model.blocks
     total = 1
-    for block in model.backbone.blocks:
+    for block in blocks:
         mixer = block.mixer
         if hasattr(mixer, "receptive_field"):
             rf = mixer.receptive_field

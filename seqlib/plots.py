@@ -71,7 +71,7 @@ ARCH_STYLE: dict[str, ArchStyle] = {
     "hybrid": ArchStyle(_O["orange"], "*", ":", "Hybrid (SSM + attention)"),
     "linear_attention": ArchStyle(_O["reddish_purple"], "p", "-", "Linear attention"),
     "rwkv": ArchStyle(_O["reddish_purple"], "h", "--", "RWKV"),
-    "s4": ArchStyle(_O["sky_blue"], "<", "-", "S4"),
+    "s4": ArchStyle(_O["sky_blue"], "<", "-", "S4D"),  # S4 with a diagonal state matrix (Gu et al. 2022)
     "mamba": ArchStyle(_O["black"], ">", "-", "Mamba"),
 }
 

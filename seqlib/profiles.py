@@ -397,7 +397,7 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
     # Chapter 4 (complexity, measured): every mixer's time against length, fixed total tokens, gradient reach.
     # Full budget (H100): 11 mixers x 2 modes = 22 sweeps; a sweep stops at the first call over max_seconds, so
     # each costs at most ~6 s (the slow recurrent ones) and a few seconds for the fast ones: ~60-130 s;
-    # fixed-total-tokens 2 archs x 11 lengths ~10 s; gradient reach ~5 s; about 2-2.5 minutes in all.
+    # fixed-total-tokens 2 archs x 11 lengths ~10 s; gradient reach ~5 s; widths ~10 s; about 2-2.5 minutes in all.
     "ch4_complexity": {
         "smoke": {
             "d_model": 16,
@@ -410,6 +410,8 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
             "max_len": {"lstm": None, "gru": None, "recurrent_transformer": None},  # per-architecture length cap
             "fixed_tokens": {"total": 512, "lengths": [8, 32, 128, 512]},
             "reach": {"d_model": 16, "seq_len": 64, "depths": [1, 2, 3, 4, 5]},
+            # the d of n·d² and n²·d: one length, widths doubling (LSTM, CNN and Transformer, training step)
+            "widths": {"seq_len": 64, "d_models": [16, 32, 64, 128]},
         },
         "full": {
             "d_model": 256,
@@ -424,9 +426,35 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
             "max_len": {"lstm": 65536, "gru": 65536, "recurrent_transformer": 65536},
             "fixed_tokens": {"total": 65536, "lengths": _powers_of_two(64, 65536)},
             "reach": {"d_model": 64, "seq_len": 1024, "depths": [1, 2, 4, 6, 8, 10]},
+            # 3 mixers x 5 widths, each call well under max_seconds: ~10 s with warm-up and repeats
+            "widths": {"seq_len": 1024, "d_models": [128, 256, 512, 1024, 2048]},
         },
     },
     # ---- chapter 6 experiments (added below this line) ----
+    # Chapter 6, the adding problem (a regression: the sum of two marked numbers, one marker in each half) at one
+    # length, Bai et al.'s T = 600 in full: one model per architecture at matched parameter counts (widths from
+    # seqlib.longrange.matched_widths on the regressor that run_synthetic trains), "train" passed to run_synthetic
+    # as its overrides (the batch size is the "synthetic" entry's). Full-profile cost on one H100: 11 runs x (1.75 s
+    # training + ~0.3 s build and evaluation) ~ 23 s, plus ~2 s to match the widths and estimate the baselines:
+    # ~25 s, which takes the chapter from ~240 s (the "synthetic" entry) to ~265 s of its 300 s.
+    "ch6_adding": {
+        "smoke": {
+            "task": "adding_problem",
+            "task_options": {"markers": "halves"},
+            "seq_len": 16,
+            "model": {"n_layers": 2, "target_params": 24_000, "match_tolerance": 0.3},
+            "data": {"n_eval": 32},
+            "train": _smoke_train(max_steps=10, warmup_steps=2, eval_every=None, eval_batches=4),
+        },
+        "full": {
+            "task": "adding_problem",
+            "task_options": {"markers": "halves"},
+            "seq_len": 600,
+            "model": {"n_layers": 2, "target_params": 400_000, "match_tolerance": 0.1},
+            "data": {"n_eval": 256},
+            "train": _full_train(1.75, lr=3e-3, warmup_steps=10, eval_every=None, eval_batches=8),
+        },
+    },
     # ---- chapters 7-8 experiments (added below this line) ----
     # Chapter 7, tiny Shakespeare: every architecture at ~3M parameters on an equal short budget. Full-profile
     # arithmetic of the notebook (one H100, 5 minutes): 11 x 7 s (this) + 11 x 7 s (word_lm) + 90 s (ch7_char_long)

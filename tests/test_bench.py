@@ -169,3 +169,11 @@ def test_train_mode_counts_gradients_as_memory():
 def test_tensor_bytes_counts_shared_storage_once():
     t = torch.zeros(10, 4)
     assert bench.tensor_bytes({"a": t, "b": [t[1:], (torch.zeros(3, dtype=torch.float64),)]}) == 160 + 24
+
+
+def test_linear_time_verdict_needs_the_sweep_to_tell_linear_from_quadratic():
+    v = bench.linear_time_verdict
+    assert v({"mamba": 1.0, "rwkv": 1.1, "transformer": 1.9}, ["mamba", "rwkv"]) == "confirmed"
+    assert v({"mamba": 1.0, "transformer": 1.2}, ["mamba"]).startswith("inconclusive")  # attention looks linear too
+    assert v({"mamba": 1.6, "transformer": 1.9}, ["mamba"]) == "not confirmed by this run"
+    assert v({"mamba": 1.0}, ["mamba"]) == v({"mamba": float("nan"), "transformer": 2.0}, ["mamba"]) == "not measured"

@@ -136,3 +136,70 @@ def test_answer_distances():
     x, y = lr.SYNTHETIC_TASKS["induction_heads"](16, 50, seed=0, vocab_size=8)
     p = (x == 7).float().argmax(1)
     assert torch.equal(d, 49 - (p + 1))
+
+
+def test_matched_widths_of_a_regression_task_count_the_regressor():
+    from seqlib.experiments import SequenceRegressor
+    from seqlib.models import count_params
+
+    widths = lr.matched_widths(["lstm", "cnn"], "adding_problem", 20_000, n_layers=2, tolerance=0.3)
+    for arch, (d, n) in widths.items():
+        assert n == count_params(SequenceRegressor(arch, 2, d, 2))  # two input channels: value and marker
+        assert abs(n - 20_000) / 20_000 <= 0.3
+    model = lr.task_model("cnn", "adding_problem", 16, n_layers=2, task_options={"markers": "halves"})
+    assert isinstance(model, SequenceRegressor) and lr.reach_of(model) == 1 + 2 + 4
+    assert lr.reach_of(lr.task_model("lstm", "adding_problem", 16, n_layers=1)) is None
+    lm = lr.task_model("lstm", "induction_heads", 16, n_layers=1, task_options={"vocab_size": 8})
+    assert lm.backbone.vocab_size == 8  # a token task: a language model on the task's vocabulary
+    with pytest.raises(ValueError, match="unknown task"):
+        lr.matched_widths(["lstm"], "adding", 20_000, n_layers=2)
+
+
+def test_constant_baseline_and_adding_floor():
+    mse, sd = lr.constant_baseline("adding_problem", 64, n=50_000)
+    assert mse == pytest.approx(1 / 6, rel=0.02)  # Var(U1 + U2) = 2 / 12
+    assert sd == pytest.approx(math.sqrt(7 / 180), rel=0.03)  # E[Z^4] - E[Z^2]^2 for Z = U1 + U2 - 1
+    with pytest.raises(ValueError, match="not a regression task"):
+        lr.constant_baseline("induction_heads", 64)
+    assert lr.adding_floor(64, None) == 0.0
+    assert lr.adding_floor(64, 64) == pytest.approx(0.0, abs=1e-12)  # sees both numbers
+    # sees only the second half: the first number is always a guess (1/12), the second never
+    assert lr.adding_floor(64, 32, n=50_000) == pytest.approx(1 / 12, rel=0.03)
+    assert lr.adding_floor(64, 0, n=50_000) == pytest.approx(1 / 6, rel=0.03)
+
+
+def test_length_sweep_of_the_adding_problem_reports_its_mse():
+    df = lr.length_sweep(
+        ["cnn"],
+        ["adding_problem"],
+        [16],
+        {"adding_problem": {"cnn": 16}},
+        n_layers=1,
+        profile="smoke",
+        n_eval=16,
+        seed=0,
+        train_overrides={"max_steps": 2, "eval_every": None, "eval_batches": 2},
+    )
+    row = df.iloc[0]
+    assert math.isnan(row["accuracy"]) and row["val_loss"] > 0 and row["steps"] == 2 and not row["oom"]
+
+
+def test_full_profile_adding_widths_match_their_parameter_target():
+    import torch
+
+    from seqlib import profiles
+    from seqlib.models import MIXERS
+
+    for profile in ("smoke", "full"):
+        cfg = profiles.get("ch6_adding", profile)
+        m = cfg["model"]
+        with torch.device("meta"):  # shapes only
+            widths = lr.matched_widths(
+                list(MIXERS),
+                cfg["task"],
+                m["target_params"],
+                n_layers=m["n_layers"],
+                task_options=cfg["task_options"],
+                tolerance=m["match_tolerance"],
+            )
+        assert len(widths) == len(MIXERS)  # matched_widths raises on a miss beyond the tolerance

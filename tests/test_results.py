@@ -189,6 +189,10 @@ def test_explicit_directories_are_not_dependencies_smoke_records_are(dirs, fresh
     results.load("run", profile="smoke")  # a smoke chapter that shows another's record depends on it too
     assert results.READ == {("run", "smoke")}
     assert results.dependencies(for_record=True)["records"] == []  # a run's own record is its output
+    deps = results.dependencies()
+    assert deps["records"] == [["run", "smoke"]] and results.dependency_hash(deps) == deps["hash"]
+    results.record("run", {"a": 2}, profile="smoke")  # another run replaces it: what was shown is stale
+    assert results.dependency_hash(deps) != deps["hash"]
 
 
 def test_code_hash_covers_the_package_source(tmp_path, monkeypatch):
