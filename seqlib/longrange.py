@@ -30,6 +30,7 @@ from .models import build_model, count_params
 
 __all__ = [
     "BANDS",
+    "TIE_TOLERANCE",
     "FAMILIES",
     "LADDER",
     "adding_floor",
@@ -37,6 +38,7 @@ __all__ = [
     "band_of",
     "break_lengths",
     "chance_accuracy",
+    "chance_floor",
     "constant_baseline",
     "family_scores",
     "format_example",
@@ -408,6 +410,19 @@ def family_scores(df: pd.DataFrame, families: Mapping[str, Sequence[str]] = FAMI
         scores.append(best.groupby("band")["accuracy"].mean().rename(fam))
     out = pd.concat(scores, axis=1)
     return out.reindex([b for b in BANDS if b in out.index])
+
+
+#: accuracy differences below this count as ties when architectures are ranked (chapters 6 and 12)
+TIE_TOLERANCE = 0.05
+
+
+def chance_floor(tasks: Iterable[str], task_options: Mapping[str, Mapping] | None = None, tol: float = TIE_TOLERANCE):
+    """The accuracy below which nothing was learned: the tasks' mean chance accuracy plus ``tol``. A ranking of
+    architectures that all sit below it says nothing, and a verdict built on it stays undecided."""
+    tasks = list(tasks)
+    if not tasks:
+        raise ValueError("no tasks")
+    return sum(chance_accuracy(t, (task_options or {}).get(t)) for t in tasks) / len(tasks) + tol
 
 
 def judge(

@@ -203,3 +203,11 @@ def test_full_profile_adding_widths_match_their_parameter_target():
                 tolerance=m["match_tolerance"],
             )
         assert len(widths) == len(MIXERS)  # matched_widths raises on a miss beyond the tolerance
+
+
+def test_chance_floor_is_the_mean_chance_accuracy_plus_the_tie_tolerance():
+    opts = {"associative_recall": {"vocab_size": 64}, "induction_heads": {"vocab_size": 16}}
+    mean_chance = (1 / 32 + 1 / 15) / 2
+    assert lr.chance_floor(opts, opts) == pytest.approx(mean_chance + lr.TIE_TOLERANCE)
+    with pytest.raises(ValueError, match="no tasks"):
+        lr.chance_floor([])
