@@ -308,6 +308,12 @@ def check(paths: list[Path], strict: bool = False) -> int:
         print(f"{r['notebook']:38} {str(r['device'])[:34]:34} {r['profile']:7} {wall:>7}  {state}")
     total = sum(r["wall_s"] or 0 for r in rows)
     print(f"{len(rows)} notebooks, {total:.0f} s of recorded execution, {failures} failing")
+    if any(r["stale"] and r["profile"] == "smoke" for r in rows):
+        print(
+            "note: smoke-profile records are kept in a temporary folder ($SEQLIB_SMOKE_RESULTS), so a smoke chapter "
+            "that shows another's record is stale on a machine that has not executed that chapter since; "
+            "`python -m seqlib.book execute --all` executes them in order"
+        )
     return failures
 
 
