@@ -322,6 +322,17 @@ def test_match_d_model_lands_within_ten_percent(pair):
         match_d_model("lstm", "lm", 50, vocab_size=65, n_layers=2)
 
 
+def test_match_d_model_finds_the_closest_width():
+    """The search (doubling, then bisection) picks what trying every width would."""
+    target, arch = 150_000, "transformer"
+
+    def n(d):
+        return count_params(build_model(arch, "lm", vocab_size=65, d_model=d, n_layers=2))
+
+    d = match_d_model(arch, "lm", target, vocab_size=65, n_layers=2)
+    assert d == min(range(8, 2 * d, 8), key=lambda w: abs(n(w) - target))
+
+
 def test_outline_classes_run_with_the_outline_arguments():
     tokens = torch.randint(0, 100, (2, 20))
     assert LSTMModel(100, 32, 48, 2)(tokens).shape == (2, 20, 100)

@@ -140,11 +140,19 @@ def match_d_model(
     ``tolerance`` of the target.
     """
 
-    def n_params(d: int) -> int:
-        return count_params(build_model(arch, task, d_model=d, **build_kwargs))
+    counted: dict[int, int] = {}
 
-    lo, hi = 1, 4096 // multiple
-    while lo < hi:  # parameters grow with width: the smallest width at or above the target
+    def n_params(d: int) -> int:
+        if d not in counted:
+            counted[d] = count_params(build_model(arch, task, d_model=d, **build_kwargs))
+        return counted[d]
+
+    # Parameters grow with width: find the smallest width at or above the target (up to 4096), doubling from the
+    # narrowest first, so that no model much wider than the answer is ever built (building one costs seconds).
+    cap, lo, hi = 4096 // multiple, 1, 1
+    while n_params(hi * multiple) < target_params and hi < cap:
+        lo, hi = hi + 1, min(2 * hi, cap)
+    while lo < hi:
         mid = (lo + hi) // 2
         if n_params(mid * multiple) < target_params:
             lo = mid + 1
