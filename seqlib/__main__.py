@@ -148,7 +148,7 @@ def cmd_bench(args) -> int:
         archs = [a if isinstance(a, str) else a[0] for a in (args.arch or list(MIXERS))]
         lengths = args.lengths or cfg["lengths"]
         d = args.d_model or cfg["d_model"]
-        settings = {"archs": archs, "lengths": lengths, "d_model": d, **cfg}
+        settings = {**cfg, "archs": archs, "lengths": lengths, "d_model": d}  # what this run measures
         print(
             f"forward+backward, batch {cfg['batch_size']}, d_model {d}, autocast where the GPU supports it; "
             "median of repeats after warm-up\n"

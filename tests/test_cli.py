@@ -78,7 +78,9 @@ def test_bench_mixers_stopped_at_its_time_budget_resumes_where_it_stopped(capsys
 
     assert main(argv) == 0  # a finished record is measured again, not resumed
     assert "resuming" not in capsys.readouterr().out
+    assert main([*argv, "--time-budget", "0"]) == 3  # unfinished again
     other = [x if x != "8" else "16" for x in argv]
     assert main([*other, "--time-budget", "0"]) == 3
-    assert "resuming" not in capsys.readouterr().out  # other settings: afresh
-    assert list(results.load("bench_r", "smoke")["history"]["seq_len"]) == [16]
+    assert "resuming" not in capsys.readouterr().out  # other settings: afresh, not resumed
+    rec = results.load("bench_r", "smoke")
+    assert list(rec["history"]["seq_len"]) == [16] and rec["config"]["lengths"] == [16]
