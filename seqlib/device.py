@@ -80,7 +80,9 @@ def needs_grad_scaler(device: torch.device | str | None = None) -> bool:
 # None where the format has no tensor-core path (bf16 on T4 and V100).
 _PEAK_FLOPS: list[tuple[str, float | None, float | None, float]] = [
     # name fragment, bf16, fp16, fp32 (non-tensor-core)
-    ("H200", 989e12, 989e12, 67e12),
+    ("H200 NVL", 835e12, 835e12, 60e12),  # the PCIe card, lower clocks than the SXM part
+    ("H200", 989e12, 989e12, 67e12),  # SXM: the H100's rates, more and faster memory
+    ("H100 NVL", 835e12, 835e12, 60e12),
     ("H100 PCIe", 756e12, 756e12, 51e12),
     ("H100", 989e12, 989e12, 67e12),  # SXM / HBM3
     ("A100", 312e12, 312e12, 19.5e12),

@@ -285,23 +285,28 @@ def _cpu_threads(n: int):
 
 def _run_row(run_synthetic, arch, task, seq_len, d_model, n_layers, opts, kw) -> dict:
     """One run as a row. A run that runs out of memory (a long sequence on a small GPU) is a row too: ``oom``
-    True and no accuracy, so that a sweep goes on and its table says where each architecture stopped."""
+    True and no accuracy, so that a sweep goes on and its table says where each architecture stopped; so is a run
+    whose training loss stopped being a number (``diverged`` True, no accuracy)."""
     from .bench import _free, _is_oom
     from .device import default_device
 
     t0 = time.perf_counter()
     row = {"arch": arch, "task": task, "seq_len": seq_len, "d_model": d_model}
+    failed = None
     try:
         with _cpu_threads(1):
             run = run_synthetic(arch, task, seq_len, d_model=d_model, n_layers=n_layers, task_options=opts, **kw)
+    except FloatingPointError:  # the trainer's "training loss is nan": this run's result, not the sweep's end
+        run, failed = None, "diverged"
     except Exception as e:
         if not _is_oom(e):
             raise
-        run = None
-        _free(default_device())
-    if run is None:
+        run, failed = None, "oom"
+    if failed is not None:
+        _free(default_device())  # outside the except block: its traceback no longer holds the run's tensors
         nan = float("nan")
-        row.update(n_params=nan, accuracy=nan, val_loss=nan, steps=0, train_seconds=nan, oom=True)
+        row.update(n_params=nan, accuracy=nan, val_loss=nan, steps=0, train_seconds=nan)
+        row.update(oom=failed == "oom", diverged=failed == "diverged")
     else:
         m = run.result.metrics
         row.update(
@@ -311,6 +316,7 @@ def _run_row(run_synthetic, arch, task, seq_len, d_model, n_layers, opts, kw) ->
             steps=run.result.steps,
             train_seconds=run.result.train_seconds,
             oom=False,
+            diverged=False,
         )
     return {**row, "wall_seconds": time.perf_counter() - t0}
 

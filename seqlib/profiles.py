@@ -72,8 +72,9 @@ def _full_train(seconds: float, **overrides) -> dict[str, Any]:
 
 
 EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
-    # Tiny Shakespeare, character level (chapters 1-3 and 7). Full: a nanoGPT-shakespeare_char-like run, smaller
-    # (~3M parameters instead of 10.7M) so that every architecture of chapter 7 fits the same minute.
+    # Tiny Shakespeare, character level (chapters 1-3). Full: a nanoGPT-shakespeare_char-like run, smaller (~3M
+    # parameters instead of 10.7M) and shorter (40 s): chapters 1-3 train one each, for its samples and its loss curve;
+    # chapter 7 compares them all at these sizes and trains the best one longer.
     "char_lm": {
         "smoke": {
             "model": {"d_model": 64, "n_layers": 2, "target_params": 100_000},
@@ -84,7 +85,7 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
         "full": {
             "model": {"d_model": 256, "n_layers": 4, "target_params": 3_000_000},
             "data": {"seq_len": 256, "batch_size": 64},
-            "train": _full_train(60.0, eval_every=100),
+            "train": _full_train(40.0, eval_every=100),
             "sample_tokens": 500,
         },
     },
@@ -99,8 +100,8 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
         "full": {
             "model": {"d_model": 256, "n_layers": 4, "target_params": 12_000_000},
             "data": {"seq_len": 128, "batch_size": 32, "max_vocab": None},
-            # chapter 7 trains all 11 architectures on it: 11 x 7 s (see ch7_char_compare for the arithmetic)
-            "train": _full_train(7.0, warmup_steps=50, eval_every=250, eval_batches=40),
+            # chapter 7 trains all 11 architectures on it: 11 x 6 s (see ch7_char_compare for the arithmetic)
+            "train": _full_train(6.0, warmup_steps=50, eval_every=250, eval_batches=40),
         },
     },
     # IMDB sentiment (chapter 8): long reviews, BPE vocabulary trained on the training split.
@@ -122,7 +123,7 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
             "kim": {"num_filters": 16, "kernel_sizes": [3, 4, 5], "dropout": 0.5},
         },
         "full": {
-            # chapter 8: 12 models x 3 seeds x 3.0 s = 108 s of training (arithmetic in the notebook)
+            # chapter 8: 12 models x 3 seeds x 2.5 s = 90 s of training (arithmetic in the notebook)
             "model": {"d_model": 128, "n_layers": 2, "target_params": 2_500_000, "num_classes": 2},
             "data": {
                 "max_len": 256,  # as bentrevett's baselines; 41% of the training reviews are longer
@@ -132,7 +133,7 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
                 "max_examples": None,
                 "max_eval_examples": 5_000,  # a fixed random fifth of the test set: +-0.5 points of standard error
             },
-            "train": _full_train(3.0, lr=2e-3, warmup_steps=30, eval_every=None),
+            "train": _full_train(2.5, lr=2e-3, warmup_steps=30, eval_every=None),
             "seeds": [0, 1, 2],
             "kim": {"num_filters": 100, "kernel_sizes": [3, 4, 5], "dropout": 0.5},
         },
@@ -155,7 +156,7 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
             "kim": {"num_filters": 16, "kernel_sizes": [3, 4, 5], "dropout": 0.5},
         },
         "full": {
-            # chapter 8: 12 models x 3 seeds x 1.5 s = 54 s of training
+            # chapter 8: 12 models x 3 seeds x 1.25 s = 45 s of training
             "model": {"d_model": 128, "n_layers": 2, "target_params": 1_500_000, "num_classes": 2},
             "data": {
                 "max_len": 64,
@@ -164,7 +165,7 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
                 "vocab_size": 8_000,
                 "max_examples": None,
             },
-            "train": _full_train(1.5, lr=2e-3, warmup_steps=30, eval_every=None),
+            "train": _full_train(1.25, lr=2e-3, warmup_steps=30, eval_every=None),
             "seeds": [0, 1, 2],
             "kim": {"num_filters": 100, "kernel_sizes": [3, 4, 5], "dropout": 0.5},
         },
@@ -172,8 +173,8 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
     # Multi30k En->De (chapter 9): encoder-decoder, greedy and beam-search decoding, BLEU and chrF with sacrebleu.
     # Full budget of the chapter on one H100 (seconds): 3 models x 60 s of training = 180; greedy decoding of the
     # 1,000 test sentences, batched by 128 (8 batches x <= 64 steps), ~5 per model = 15; beam search (beam 4,
-    # one sentence at a time, ~0.1 s each) over the first 150 test sentences = 15 per model = 45; data, BPE and
-    # validation ~20. Total ~260 s < 300.
+    # one sentence at a time, ~0.1 s each) over the first 100 test sentences = 10 per model = 30; data, BPE and
+    # validation ~20. Total ~245 s < 300.
     "translate_multi30k": {
         "smoke": {
             "model": {"d_model": 64, "n_layers": 1, "target_params": 300_000, "dropout": 0.0},
@@ -200,7 +201,7 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
                 "max_examples": None,
             },
             "train": _full_train(60.0, warmup_steps=200, eval_every=250, eval_batches=8),
-            "decode": {"max_len": 64, "n_sentences": 1_000, "batch_size": 128, "beam_size": 4, "n_beam": 150},
+            "decode": {"max_len": 64, "n_sentences": 1_000, "batch_size": 128, "beam_size": 4, "n_beam": 100},
         },
     },
     # Synthetic long-range tasks (chapter 6): one small model per (architecture, task, length), at matched parameter
@@ -208,8 +209,8 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
     # ``match_tolerance``) and an equal budget per run.
     # ``width_sweep``: accuracy against d_model for associative recall.
     # Full-profile cost on one H100 (chapter 6 notebook): 11 architectures x 3 tasks x 3 lengths = 99 runs x
-    # (1.75 s training + ~0.3 s build and evaluation) ~ 205 s, plus the width sweep 2 x 2 x 4 = 16 runs x ~2.05 s
-    # ~ 35 s: ~240 s of the notebook's 300 s. Three lengths a factor 8 apart, not four a factor 4 apart: each run
+    # (1.5 s training + ~0.3 s build and evaluation) ~ 180 s, plus the width sweep 2 x 2 x 4 = 16 runs x ~1.8 s
+    # ~ 30 s: ~210 s of the notebook's 300 s. Three lengths a factor 8 apart, not four a factor 4 apart: each run
     # gets 40% more steps, and at 4096 tokens a step of the slowest mixers is the scarce resource.
     "synthetic": {
         "smoke": {
@@ -241,7 +242,7 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
             "lengths": [64, 512, 4096],
             "model": {"d_model": 128, "n_layers": 2, "target_params": 400_000, "match_tolerance": 0.1},
             "data": {"batch_size": 32, "n_eval": 256},
-            "train": _full_train(1.75, lr=3e-3, warmup_steps=10, eval_every=None, eval_batches=8),
+            "train": _full_train(1.5, lr=3e-3, warmup_steps=10, eval_every=None, eval_batches=8),
             "width_sweep": {
                 "archs": ["transformer", "linear_attention"],
                 "task": "associative_recall",
@@ -256,16 +257,16 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
     # train_overrides. "ch3_outline": the outline's TransformerModel, unmasked then masked; "ch3_positions": one
     # run per positional encoding (none, learned, sinusoidal, RoPE). "ch3_bench": attention written out against
     # SDPA (B, H, T, d_head) and KV-cache decoding against recomputing the prefix. Full budget of the chapter on
-    # one H100 (seconds): char_lm 60 + outline 2 x 20 + positions 4 x 15 = 160 of training; evaluations, data
-    # loading, the benchmarks and the plots about 40 more. Total ~200 s < 300.
+    # one H100 (seconds): char_lm 40 + outline 2 x 10 + positions 4 x 10 = 100 of training; evaluations, data
+    # loading, the benchmarks and the plots about 40 more. Total ~140 s < 300.
     "ch3_outline": {
         # smoke: long enough for the unmasked model to collapse into copying its input
         "smoke": {"train": _smoke_train(max_steps=400, eval_every=100)},
-        "full": {"train": _full_train(20.0, eval_every=100)},
+        "full": {"train": _full_train(10.0, eval_every=100)},
     },
     "ch3_positions": {
         "smoke": {"train": _smoke_train(max_steps=20)},
-        "full": {"train": _full_train(15.0, eval_every=100)},
+        "full": {"train": _full_train(10.0, eval_every=100)},
     },
     "ch3_bench": {
         "smoke": {
@@ -277,9 +278,9 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
             "decode": {"prefixes": [64, 256, 1024, 4096], "batch_size": 1},
         },
     },
-    # Chapter 2 (CNNs for sequences). The char LM is "char_lm" (shared with chapters 1 and 3: 60 s full); the SST-2
+    # Chapter 2 (CNNs for sequences). The char LM is "char_lm" (shared with chapters 1 and 3: 40 s full); the SST-2
     # run uses "classify_sst2"'s data and learning rate with this entry's "kim_train" overrides. Full budget of this
-    # entry: Kim CNN 20 s + lag task len(lags) x 6 s = 48 s; the rest (conv timing, gradient reach) a few seconds.
+    # entry: Kim CNN 15 s + lag task len(lags) x 4 s = 47 s; the rest (conv timing, gradient reach) a few seconds.
     "ch2_cnn": {
         "smoke": {
             # written-out convolution (sum over taps) vs CNNMixer's F.conv1d path: outputs, gradients, time
@@ -307,7 +308,7 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
             "warmup": 3,
             "repeats": 20,
             "kim": {"embed_dim": 128, "num_filters": 100, "kernel_sizes": [3, 4, 5], "dropout": 0.5},
-            "kim_train": {"max_seconds": 20.0, "max_steps": None, "eval_every": 200},
+            "kim_train": {"max_seconds": 15.0, "max_steps": None, "eval_every": 200},
             "reach": {"depths": [1, 2, 3, 4, 5, 6, 7, 8], "d_model": 32, "seq_len": 600},
             "lag": {
                 "n_layers": 3,
@@ -316,7 +317,7 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
                 "vocab_size": 8,
                 "lags": [2, 6, 10, 13, 14, 15, 16, 20],
                 "n_eval": 512,
-                "train": {"max_steps": None, "max_seconds": 6.0, "lr": 3e-3, "warmup_steps": 50, "eval_every": None},
+                "train": {"max_steps": None, "max_seconds": 4.0, "lr": 3e-3, "warmup_steps": 50, "eval_every": None},
             },
         },
     },
@@ -434,9 +435,9 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
     # Chapter 6, the adding problem (a regression: the sum of two marked numbers, one marker in each half) at one
     # length, Bai et al.'s T = 600 in full: one model per architecture at matched parameter counts (widths from
     # seqlib.longrange.matched_widths on the regressor that run_synthetic trains), "train" passed to run_synthetic
-    # as its overrides (the batch size is the "synthetic" entry's). Full-profile cost on one H100: 11 runs x (1.75 s
-    # training + ~0.3 s build and evaluation) ~ 23 s, plus ~2 s to match the widths and estimate the baselines:
-    # ~25 s, which takes the chapter from ~240 s (the "synthetic" entry) to ~265 s of its 300 s.
+    # as its overrides (the batch size is the "synthetic" entry's). Full-profile cost on one H100: 11 runs x (1.5 s
+    # training + ~0.3 s build and evaluation) ~ 20 s, plus ~2 s to match the widths and estimate the baselines:
+    # ~22 s, which takes the chapter from ~210 s (the "synthetic" entry) to ~235 s of its 300 s.
     "ch6_adding": {
         "smoke": {
             "task": "adding_problem",
@@ -452,13 +453,13 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
             "seq_len": 600,
             "model": {"n_layers": 2, "target_params": 400_000, "match_tolerance": 0.1},
             "data": {"n_eval": 256},
-            "train": _full_train(1.75, lr=3e-3, warmup_steps=10, eval_every=None, eval_batches=8),
+            "train": _full_train(1.5, lr=3e-3, warmup_steps=10, eval_every=None, eval_batches=8),
         },
     },
     # ---- chapters 7-8 experiments (added below this line) ----
     # Chapter 7, tiny Shakespeare: every architecture at ~3M parameters on an equal short budget. Full-profile
-    # arithmetic of the notebook (one H100, 5 minutes): 11 x 7 s (this) + 11 x 7 s (word_lm) + 90 s (ch7_char_long)
-    # = 244 s of training; evaluation, model building, data loading and samples fill the rest.
+    # arithmetic of the notebook (one H100, 5 minutes): 11 x 6 s (this) + 11 x 6 s (word_lm) + 90 s (ch7_char_long)
+    # = 222 s of training; evaluation, model building, data loading and samples fill the rest.
     "ch7_char_compare": {
         "smoke": {
             "lm_data": "char_lm",
@@ -471,7 +472,7 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
             "lm_data": "char_lm",
             "model": {"d_model": 256, "n_layers": 4, "target_params": 3_000_000},
             "data": {"seq_len": 256, "batch_size": 64},
-            "train": _full_train(7.0, warmup_steps=50, eval_every=250, eval_batches=10),
+            "train": _full_train(6.0, warmup_steps=50, eval_every=250, eval_batches=10),
             "sample_tokens": 300,
         },
     },
@@ -537,7 +538,7 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
         },
     },
     # Chapter 10 (hybrids), the language model: chapter 7's tiny-Shakespeare comparison ("ch7_char_compare"), same
-    # full-profile sizes and 7 s budget, so the hybrids sit beside chapter 7's records. Smoke uses 2 layers (not 1)
+    # full-profile sizes and 6 s budget, so the hybrids sit beside chapter 7's records. Smoke uses 2 layers (not 1)
     # so that the interleaved hybrid holds both a Mamba and an attention layer.
     "ch10_char": {
         "smoke": {
@@ -550,12 +551,12 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
             "lm_data": "char_lm",
             "model": {"d_model": 256, "n_layers": 4, "target_params": 3_000_000},
             "data": {"seq_len": 256, "batch_size": 64},
-            "train": _full_train(7.0, warmup_steps=50, eval_every=250, eval_batches=10),
+            "train": _full_train(6.0, warmup_steps=50, eval_every=250, eval_batches=10),
         },
     },
     # Chapter 10, the rest. Full budget on one H100 when chapters 6-8 have their records (the book's order): the
-    # Mamba + attention hybrid alone, on chapter 6's 3 tasks x 3 lengths x (1.75 s + ~0.3 s) ~ 19 s and on chapter
-    # 8's two datasets x 3 seeds x (3.0 s or 1.5 s + ~1 s) ~ 20 s; language models (ch10_char) ~10 s; demonstrations
+    # Mamba + attention hybrid alone, on chapter 6's 3 tasks x 3 lengths x (1.5 s + ~0.3 s) ~ 16 s and on chapter
+    # 8's two datasets x 3 seeds x (2.5 s or 1.25 s + ~1 s) ~ 20 s; language models (ch10_char) ~10 s; demonstrations
     # ~5 s: about 1 minute. Without those records the four baselines train here too, the synthetic tasks at
     # "lengths": 5 models x 3 tasks x 2 lengths x ~2 s = 60 s, classification 5 x 20 s = 100 s, language models
     # ~50 s: about 4 minutes of the page's 5.

@@ -722,7 +722,7 @@ def train(
     ).run()
 
 
-def gpt2_mfu_benchmark(profile: str | None = None, steps: int = 40) -> dict[str, Any]:
+def gpt2_mfu_benchmark(profile: str | None = None, steps: int = 40, compile: bool | None = None) -> dict[str, Any]:
     """Training throughput and model FLOPs utilisation of a GPT-2-small-sized Transformer LM.
 
     Full profile on a GPU: 12 layers, d=768, 12 heads, T=1024, vocabulary 50304, bf16 autocast, SDPA,
@@ -730,31 +730,50 @@ def gpt2_mfu_benchmark(profile: str | None = None, steps: int = 40) -> dict[str,
     FLOPs per token are 6·N + 12·L·T·d (PaLM, appendix B: the weights plus the attention scores);
     tokens/s is the median over the logged intervals after the first third of the run (compilation excluded).
     Elsewhere a tiny configuration checks the code path and MFU is None.
+
+    ``compile``: None compiles in the full profile only. Where ``torch.compile`` fails (it needs Triton and a C
+    compiler at run time), the run is made again without it, with a warning, and the result says so.
     """
     from .models import build_model, count_params
     from .profiles import current_profile
 
     device = as_device(None)
     full = (profile or current_profile()) == "full" and device.type == "cuda"
+    compile = full if compile is None else compile
     L, d, H, T, V, B = (12, 768, 12, 1024, 50304, 16) if full else (2, 64, 4, 64, 512, 4)
-    model = build_model("transformer", "lm", vocab_size=V, d_model=d, n_layers=L, n_heads=H)
-    n_params = count_params(model)
-    flops_per_token = 6 * n_params + 12 * L * T * d
 
     def batch(gen: torch.Generator):
         x = torch.randint(0, V, (B, T + 1), generator=gen)
         return x[:, :-1], x[:, 1:]
 
-    config = TrainConfig(
-        max_steps=steps if full else 6, warmup_steps=1, compile=full, log_every=5 if full else 1, progress=False
-    )
-    result = train(model, batch, config, flops_per_token=flops_per_token, device=device)
+    def run(compiled: bool):
+        model = build_model("transformer", "lm", vocab_size=V, d_model=d, n_layers=L, n_heads=H)
+        config = TrainConfig(
+            max_steps=steps if full else 6, warmup_steps=1, compile=compiled, log_every=5 if full else 1, progress=False
+        )
+        return model, train(
+            model, batch, config, flops_per_token=6 * count_params(model) + 12 * L * T * d, device=device
+        )
+
+    compile_error = None
+    try:
+        model, result = run(compile)
+    except Exception as e:  # noqa: BLE001 - whatever torch.compile raised, the uncompiled model measures the rest
+        if not compile:
+            raise
+        compile_error = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+        warnings.warn(f"torch.compile failed ({compile_error}); measuring without it", stacklevel=2)
+        compile = False
+        model, result = run(False)
+    n_params = count_params(model)
+    flops_per_token = 6 * n_params + 12 * L * T * d
     h = result.history
     tok_s = float(h["tokens_per_s"].iloc[len(h) // 3 :].median())
     peak = peak_flops(device, autocast_dtype(device))
     return {
         "device": device_name(device),
-        "config": f"{L} layers, d={d}, {H} heads, T={T}, batch {B}, vocab {V}, compile={full}",
+        "config": f"{L} layers, d={d}, {H} heads, T={T}, batch {B}, vocab {V}, compile={compile}",
+        "compile_error": compile_error,
         "parameters": n_params,
         "flops_per_token": flops_per_token,
         "tokens_per_s": round(tok_s),

@@ -236,11 +236,47 @@ def test_execute_records_a_cell_timeout_as_a_failure_and_runs_the_next(tmp_path,
 def test_time_guess_before_a_notebooks_first_full_profile_run():
     from seqlib import bookexec
 
-    assert bookexec._time_guess("07_language_modeling.ipynb", {}, "full") == 290.0  # the profile's arithmetic
+    guess = bookexec.GUESS_MARGIN * bookexec.FULL_PROFILE_GUESS_S["07_language_modeling.ipynb"]  # the arithmetic
+    assert bookexec._time_guess("07_language_modeling.ipynb", {}, "full") == guess
     assert bookexec._time_guess("07_language_modeling.ipynb", {"profile": "full", "wall_time_s": 250.0}, "full") == 250
-    assert bookexec._time_guess("07_language_modeling.ipynb", {"profile": "smoke", "wall_time_s": 50.0}, "full") == 290
+    smoke_run = {"profile": "smoke", "wall_time_s": 50.0}
+    assert bookexec._time_guess("07_language_modeling.ipynb", smoke_run, "full") == guess
     assert bookexec._time_guess("new.ipynb", {}, "full") == book.NOTEBOOK_LIMIT_S["full"]
     assert set(bookexec.FULL_PROFILE_GUESS_S) == {p.name for p in book.toc_notebooks()}
+
+
+def test_the_full_profile_is_planned_within_the_books_limits():
+    """The budgets of seqlib.profiles, as the guesses add them up, fit each page's limit and the whole book's."""
+    from seqlib import bookexec
+
+    guesses = bookexec.FULL_PROFILE_GUESS_S
+    assert max(guesses.values()) <= bookexec.NOTEBOOK_LIMIT_S["full"]
+    assert sum(guesses.values()) <= bookexec.BOOK_LIMIT_S
+
+
+def test_check_strict_fails_on_a_notebook_or_a_book_over_its_time_limit(tmp_path, monkeypatch, capsys):
+    from seqlib import bookexec
+
+    monkeypatch.setenv("SEQLIB_PROFILE", "smoke")
+    paths = [_notebook(tmp_path, "print(1)", outputs=False, name=f"{i}.ipynb") for i in range(2)]
+    book.execute(paths, timeout=120, log_path=tmp_path / "log.json")
+
+    def recorded(path, seconds):  # as a full-profile GPU execution of that many seconds would have left it
+        nb = nbformat.read(path, as_version=4)
+        nb.metadata["seqlib"].update(profile="full", cuda=True, wall_time_s=seconds)
+        nbformat.write(nb, path)
+
+    recorded(paths[0], 200.0)
+    recorded(paths[1], 250.0)
+    assert book.check(paths, strict=True) == 0
+    recorded(paths[1], 400.0)  # one page over its 5 minutes
+    assert book.check(paths, strict=True) == 1
+    assert "OVER ITS 300 s LIMIT" in capsys.readouterr().out
+    monkeypatch.setattr(bookexec, "BOOK_LIMIT_S", 400.0)  # each page within its limit, the book over its own
+    recorded(paths[1], 250.0)
+    assert book.check(paths, strict=True) == 1
+    assert "over its limit of 400 s" in capsys.readouterr().out
+    assert book.check(paths) == 0  # without --strict, time is reported, not held to a limit
 
 
 def test_the_command_line_names_a_missing_requirement(monkeypatch, capsys):

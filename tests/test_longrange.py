@@ -115,6 +115,25 @@ def test_a_run_out_of_memory_is_a_row_and_the_sweep_goes_on(monkeypatch):
         **kw,
     )
     assert list(df["oom"]) == [False, True] and math.isnan(df["accuracy"].iloc[1]) and df["steps"].iloc[1] == 0
+    assert not df["diverged"].any()
+
+    def diverging(arch, task, seq_len, **kw):  # what the trainer raises when the loss is nan
+        if seq_len == 32:
+            raise FloatingPointError("training loss is nan at step 40: lower lr, or check the data")
+        return real(arch, task, seq_len, **kw)
+
+    monkeypatch.setattr(experiments, "run_synthetic", diverging)
+    df = lr.length_sweep(
+        ["cnn"],
+        ["induction_heads"],
+        [16, 32],
+        {"induction_heads": {"cnn": 16}},
+        n_layers=1,
+        task_options={"induction_heads": {"vocab_size": 8}},
+        **kw,
+    )
+    assert list(df["diverged"]) == [False, True] and list(df["oom"]) == [False, False]
+    assert math.isnan(df["accuracy"].iloc[1]) and not math.isnan(df["accuracy"].iloc[0])
 
     def broken(*a, **k):
         raise RuntimeError("shape mismatch")  # any other error is not swallowed

@@ -296,6 +296,8 @@ def test_device_helpers_pick_precision_and_peak(monkeypatch):
     for name, dtype, peak in [
         ("NVIDIA H100 80GB HBM3", torch.bfloat16, 989e12),
         ("NVIDIA H100 PCIe", torch.bfloat16, 756e12),
+        ("NVIDIA H200", torch.bfloat16, 989e12),
+        ("NVIDIA H200 NVL", torch.bfloat16, 835e12),
         ("NVIDIA A100-SXM4-40GB", torch.bfloat16, 312e12),
         ("Tesla T4", torch.float16, 65e12),
         ("Tesla T4", torch.bfloat16, None),
@@ -312,3 +314,17 @@ def test_mfu_uses_flops_per_token_and_the_peak(monkeypatch):
     monkeypatch.setattr(train_module, "peak_flops", lambda device, dtype: 1e9)
     res = train(make_model(), get_batch, config(max_steps=3), flops_per_token=600.0)
     assert res.mfu == pytest.approx(600.0 * res.tokens_per_s / 1e9)
+
+
+def test_mfu_benchmark_measures_without_compile_where_compile_fails(monkeypatch):
+    import seqlib.train as train_module
+
+    def broken_compile(model, *args, **kwargs):
+        raise RuntimeError("no C compiler found\nmore details")
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    with pytest.warns(UserWarning, match="torch.compile failed"):
+        out = train_module.gpt2_mfu_benchmark(profile="smoke", compile=True)
+    assert "compile=False" in out["config"] and out["tokens_per_s"] > 0
+    assert out["compile_error"] == "RuntimeError: no C compiler found"
+    assert train_module.gpt2_mfu_benchmark(profile="smoke")["compile_error"] is None

@@ -84,7 +84,7 @@ def check_tokens(tokens: torch.Tensor, vocab_size: int, what: str = "tokens") ->
         raise TypeError(f"{what} must hold integer token ids, got dtype {tokens.dtype}")
     if tokens.numel() == 0 or torch.compiler.is_compiling():
         return
-    lo, hi = int(tokens.min()), int(tokens.max())
+    lo, hi = torch.stack(torch.aminmax(tokens)).tolist()  # one wait for the GPU, not two
     if lo < 0 or hi >= vocab_size:
         raise ValueError(f"{what} contain ids in [{lo}, {hi}], outside the vocabulary [0, {vocab_size})")
 
@@ -261,9 +261,8 @@ class Classifier(nn.Module):
             raise ValueError(f"mask must be a bool tensor of shape {tuple(tokens.shape)}, got {tuple(mask.shape)}")
         if mask is not None:
             lengths = mask.sum(dim=1, keepdim=True)  # (B, 1)
-            if not torch.equal(mask, torch.arange(mask.shape[1], device=mask.device) < lengths) or not bool(
-                (lengths > 0).all()
-            ):
+            prefix = torch.arange(mask.shape[1], device=mask.device) < lengths
+            if not bool((mask == prefix).all() & (lengths > 0).all()):  # one wait for the GPU
                 raise ValueError("mask must mark a non-empty prefix of each row: padding goes on the right")
         h = self.backbone(tokens, mask)  # (B, T, D)
         return self.head(self.dropout(masked_mean(h, mask)))

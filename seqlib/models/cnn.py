@@ -186,7 +186,7 @@ class KimCNN(nn.Module):
             raise ValueError(f"tokens must be an int64 (torch.long) tensor of shape (batch, time), got {got}")
         if tokens.shape[1] == 0:
             raise ValueError("tokens must hold at least one time step")
-        lo, hi = int(tokens.min()), int(tokens.max())
+        lo, hi = torch.stack(torch.aminmax(tokens)).tolist()
         if lo < 0 or hi >= self.vocab_size:
             raise ValueError(f"token ids must be in [0, {self.vocab_size}), got values in [{lo}, {hi}]")
         if mask is not None:
