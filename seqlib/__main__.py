@@ -1,4 +1,4 @@
-"""Command line: ``python -m seqlib {train,bench,book} ...`` (``--help`` on each)."""
+"""Command line: ``python -m seqlib {train,bench,preflight,book} ...`` (``--help`` on each)."""
 
 from __future__ import annotations
 
@@ -202,6 +202,20 @@ def cmd_bench(args) -> int:
     raise AssertionError(args.what)
 
 
+def cmd_preflight(args) -> int:
+    from .preflight import CHECKS, preflight
+
+    archs = None if args.arch is None else [a if isinstance(a, str) else a[0] for a in args.arch]
+    df = preflight(archs)
+    table = df.pivot(index="arch", columns="check", values="ok").reindex(df["arch"].unique())[list(CHECKS)]
+    print(table.replace({True: "ok", False: "FAILED"}).to_string())
+    failed = df[~df["ok"]]
+    print(f"\n{len(df) - len(failed)} of {len(df)} checks passed in {df['seconds'].sum():.0f} s")
+    for r in failed.itertuples():
+        print(f"FAILED {r.arch} / {r.check}: {r.error}")
+    return 1 if len(failed) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m seqlib", description="seqlib: train, benchmark, build the book")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -234,6 +248,12 @@ def main(argv: list[str] | None = None) -> int:
         "again measures the rest (exit status 3 while some are left)",
     )
 
+    pf = sub.add_parser(
+        "preflight",
+        help="every architecture and task head for a few steps on this device, in its precision (exit 1 on a failure)",
+    )
+    pf.add_argument("--arch", action="append", type=_arch, help="only these architectures (repeatable)")
+
     sub.add_parser("book", help="execute and check the book's notebooks (python -m seqlib book --help)", add_help=False)
 
     argv = sys.argv[1:] if argv is None else argv
@@ -242,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return book_main(argv[1:])
     args = parser.parse_args(argv)
+    if args.cmd == "preflight":
+        return cmd_preflight(args)
     return cmd_train(args) if args.cmd == "train" else cmd_bench(args)
 
 

@@ -41,6 +41,14 @@ if profiles.current_profile() == "full" and not torch.cuda.is_available():
     raise SystemExit("the full profile is meant for a GPU, and torch sees none")
 PY
 
+# Every architecture and task head for a few steps on this device first: a failure here costs a minute, not a
+# notebook's five, and leaves the rest of the machine's time for a fix and another call.
+timeout -s INT -k 10 240 python3 -m seqlib preflight 2>&1 | tee "$out/preflight.log"
+if [ "${PIPESTATUS[0]}" -ne 0 ]; then
+  echo "preflight FAILED (log: $out/preflight.log): nothing else was run"
+  exit 1
+fi
+
 # The library's benchmarks, unless a record made with the current code is there already.
 status=0
 for bench in mfu mixers; do
