@@ -213,6 +213,14 @@ def cmd_preflight(args) -> int:
     print(f"\n{len(df) - len(failed)} of {len(df)} checks passed in {df['seconds'].sum():.0f} s")
     for r in failed.itertuples():
         print(f"FAILED {r.arch} / {r.check}: {r.error}")
+    if args.record and failed.empty:
+        from . import results
+
+        config = {"archs": list(table.index), "checks": list(CHECKS)}
+        path = results.record(
+            args.record, {"checks_passed": len(df)}, config=config, history=df, wall_time=df["seconds"].sum()
+        )
+        print(f"recorded as {path}")
     return 1 if len(failed) else 0
 
 
@@ -253,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
         help="every architecture and task head for a few steps on this device, in its precision (exit 1 on a failure)",
     )
     pf.add_argument("--arch", action="append", type=_arch, help="only these architectures (repeatable)")
+    pf.add_argument(
+        "--record", metavar="NAME", help="when every check passes, record it as results/NAME.json (full profile)"
+    )
 
     sub.add_parser("book", help="execute and check the book's notebooks (python -m seqlib book --help)", add_help=False)
 

@@ -24,6 +24,26 @@ def test_a_failed_check_is_reported_and_the_others_still_run(monkeypatch, capsys
     assert main(["preflight", "--arch", "gru"]) == 0
 
 
+def test_a_passed_preflight_is_recorded_and_a_failed_one_is_not(monkeypatch, tmp_path, capsys):
+    from seqlib import results
+
+    monkeypatch.setenv("SEQLIB_PROFILE", "smoke")
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))  # smoke results go under <tmp>/seqlib-results-smoke
+    monkeypatch.setattr(pf, "CHECKS", {"lm": lambda arch, device: None})
+    assert main(["preflight", "--arch", "gru", "--arch", "cnn", "--record", "pf"]) == 0
+    rec = results.load("pf", "smoke")
+    assert rec["metrics"] == {"checks_passed": 2} and rec["config"]["archs"] == ["gru", "cnn"]
+    assert not results.is_stale(rec) and rec["provenance"]["device"]
+
+    def broken(arch, device):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(pf, "CHECKS", {"lm": broken})
+    assert main(["preflight", "--arch", "gru", "--record", "pf_failed"]) == 1
+    with pytest.raises(FileNotFoundError):
+        results.load("pf_failed", "smoke")
+
+
 def test_preflight_names_an_unknown_architecture():
     with pytest.raises(ValueError, match="unknown architectures"):
         pf.preflight(["not_a_mixer"], verbose=False)

@@ -43,10 +43,17 @@ PY
 
 # Every architecture and task head for a few steps on this device first: a failure here costs a minute, not a
 # notebook's five, and leaves the rest of the machine's time for a fix and another call.
-timeout -s INT -k 10 240 python3 -m seqlib preflight 2>&1 | tee "$out/preflight.log"
-if [ "${PIPESTATUS[0]}" -ne 0 ]; then
-  echo "preflight FAILED (log: $out/preflight.log): nothing else was run"
-  exit 1
+# Skipped where it passed on this device with the current code already (its record says so).
+if python3 -c "import sys; from seqlib import results; from seqlib.device import device_name
+r = results.load('preflight'); sys.exit(results.is_stale(r) or r['provenance']['device'] != device_name())" 2>/dev/null
+then
+  echo "preflight: passed on this device with the current code, skipped"
+else
+  timeout -s INT -k 10 240 python3 -m seqlib preflight --record preflight 2>&1 | tee "$out/preflight.log"
+  if [ "${PIPESTATUS[0]}" -ne 0 ]; then
+    echo "preflight FAILED (log: $out/preflight.log): nothing else was run"
+    exit 1
+  fi
 fi
 
 # The library's benchmarks, unless a record made with the current code is there already.
