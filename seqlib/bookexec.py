@@ -48,12 +48,14 @@ BOOK_SMOKE_RESULTS = "seqlib-results-smoke-book"
 @contextlib.contextmanager
 def book_smoke_results():
     """Within it, the book's smoke-profile notebooks have a records directory of their own (``SEQLIB_SMOKE_RESULTS``,
-    unless set; the kernels inherit it): tests and other smoke runs on this machine then never replace a record
-    that a chapter showed, and a chapter that read another's record goes stale when that record changes."""
+    unless set; the kernels inherit it), one per checkout of the book: tests, other smoke runs and other checkouts
+    on this machine then never replace a record that a chapter showed, and a chapter that read another's record goes
+    stale when that record changes."""
     import tempfile
 
     before = os.environ.get("SEQLIB_SMOKE_RESULTS")
-    os.environ.setdefault("SEQLIB_SMOKE_RESULTS", str(Path(tempfile.gettempdir()) / BOOK_SMOKE_RESULTS))
+    checkout = hashlib.sha256(str(ROOT).encode()).hexdigest()[:8]
+    os.environ.setdefault("SEQLIB_SMOKE_RESULTS", str(Path(tempfile.gettempdir()) / f"{BOOK_SMOKE_RESULTS}-{checkout}"))
     try:
         yield Path(os.environ["SEQLIB_SMOKE_RESULTS"])
     finally:

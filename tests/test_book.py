@@ -202,7 +202,8 @@ def test_the_book_command_line_gives_smoke_records_a_directory_of_its_own(monkey
     """Tests and other smoke runs on this machine never replace a smoke record that a chapter showed."""
     monkeypatch.delenv("SEQLIB_SMOKE_RESULTS", raising=False)
     with book.book_smoke_results() as directory:
-        assert directory.name == book.BOOK_SMOKE_RESULTS and results.default_dir("smoke") == directory
+        assert directory.name.startswith(book.BOOK_SMOKE_RESULTS + "-") and results.default_dir("smoke") == directory
+        assert directory.parent == Path(tempfile.gettempdir())
     assert results.default_dir("smoke") == Path(tempfile.gettempdir()) / "seqlib-results-smoke"
     assert "SEQLIB_SMOKE_RESULTS" not in os.environ
 
