@@ -97,41 +97,32 @@ def test_a_run_out_of_memory_is_a_row_and_the_sweep_goes_on(monkeypatch):
     from seqlib import experiments
 
     real = experiments.run_synthetic
-
-    def run_synthetic(arch, task, seq_len, **kw):
-        if seq_len == 32:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 24.00 GiB")
-        return real(arch, task, seq_len, **kw)
-
-    monkeypatch.setattr(experiments, "run_synthetic", run_synthetic)
     kw = {"profile": "smoke", "n_eval": 8, "train_overrides": {"max_steps": 1, "eval_every": None}}
-    df = lr.length_sweep(
-        ["cnn"],
-        ["induction_heads"],
-        [16, 32],
-        {"induction_heads": {"cnn": 16}},
-        n_layers=1,
-        task_options={"induction_heads": {"vocab_size": 8}},
-        **kw,
-    )
+
+    def sweep_failing_at_32(error):  # the run at 32 tokens raises ``error``, the one at 16 trains
+        def run_synthetic(arch, task, seq_len, **kw):
+            if seq_len == 32:
+                raise error
+            return real(arch, task, seq_len, **kw)
+
+        monkeypatch.setattr(experiments, "run_synthetic", run_synthetic)
+        opts = {"induction_heads": {"vocab_size": 8}}
+        return lr.length_sweep(
+            ["cnn"],
+            ["induction_heads"],
+            [16, 32],
+            {"induction_heads": {"cnn": 16}},
+            n_layers=1,
+            task_options=opts,
+            **kw,
+        )
+
+    df = sweep_failing_at_32(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 24.00 GiB"))
     assert list(df["oom"]) == [False, True] and math.isnan(df["accuracy"].iloc[1]) and df["steps"].iloc[1] == 0
     assert not df["diverged"].any()
 
-    def diverging(arch, task, seq_len, **kw):  # what the trainer raises when the loss is nan
-        if seq_len == 32:
-            raise FloatingPointError("training loss is nan at step 40: lower lr, or check the data")
-        return real(arch, task, seq_len, **kw)
-
-    monkeypatch.setattr(experiments, "run_synthetic", diverging)
-    df = lr.length_sweep(
-        ["cnn"],
-        ["induction_heads"],
-        [16, 32],
-        {"induction_heads": {"cnn": 16}},
-        n_layers=1,
-        task_options={"induction_heads": {"vocab_size": 8}},
-        **kw,
-    )
+    # what the trainer raises when the loss is nan
+    df = sweep_failing_at_32(FloatingPointError("training loss is nan at step 40: lower lr, or check the data"))
     assert list(df["diverged"]) == [False, True] and list(df["oom"]) == [False, False]
     assert math.isnan(df["accuracy"].iloc[1]) and not math.isnan(df["accuracy"].iloc[0])
 
