@@ -286,7 +286,8 @@ def _cpu_threads(n: int):
 def _run_row(run_synthetic, arch, task, seq_len, d_model, n_layers, opts, kw) -> dict:
     """One run as a row. A run that runs out of memory (a long sequence on a small GPU) is a row too: ``oom``
     True and no accuracy, so that a sweep goes on and its table says where each architecture stopped; so is a run
-    whose training loss stopped being a number (``diverged`` True, no accuracy)."""
+    whose training loss stopped being a number (``diverged`` True, no accuracy: the trainer raised, or stopped the
+    run there under ``on_divergence="stop"``)."""
     from .bench import _free, _is_oom
     from .device import default_device
 
@@ -302,6 +303,9 @@ def _run_row(run_synthetic, arch, task, seq_len, d_model, n_layers, opts, kw) ->
         if not _is_oom(e):
             raise
         run, failed = None, "oom"
+    else:
+        if run.result.stopped_by == "diverged":  # on_divergence="stop": ended early, scored as diverged all the same
+            run, failed = None, "diverged"
     if failed is not None:
         _free(default_device())  # outside the except block: its traceback no longer holds the run's tensors
         nan = float("nan")

@@ -54,6 +54,7 @@ def _smoke_train(**overrides) -> dict[str, Any]:
         "warmup_steps": 3,
         "eval_every": 10,
         "eval_batches": 2,
+        "on_divergence": "stop",  # a sweep keeps its other runs; the record says "diverged"
         **overrides,
     }
 
@@ -67,6 +68,7 @@ def _full_train(seconds: float, **overrides) -> dict[str, Any]:
         "warmup_steps": 100,
         "eval_every": 200,
         "eval_batches": 20,
+        "on_divergence": "stop",  # a sweep keeps its other runs; the record says "diverged"
         **overrides,
     }
 

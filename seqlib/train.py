@@ -26,6 +26,11 @@ evaluation and checkpointing are excluded, so evaluating more often does not sho
 On a GPU the clock is read without waiting for the GPU at every step (that would slow training down); the
 wait at each history row is added to it, so a budget overshoots by at most the work queued since that row.
 
+Divergence is looked for at each history row, where the loss is read anyway: a training loss or mean gradient
+norm that is not finite raises ``FloatingPointError``, or with ``on_divergence="stop"`` (every experiment of the
+book) ends the run with the weights of the last finite row, ``stopped_by`` "diverged" and a warning, so that
+one diverged model of a sweep costs its own result and not the sweep's.
+
 Checkpoints (``config.checkpoint_path``, every ``checkpoint_every`` steps and at the end) hold the model,
 optimizer, grad scaler, step, clock, RNG states (torch, CUDA, Python, NumPy, the batch generator) and the
 history; a run started again with the same config resumes from it. On a CPU a resumed run ends with exactly
@@ -99,6 +104,10 @@ class TrainConfig:
     resume: bool = True  # resume from checkpoint_path when it exists
     seed: int = 0  # seeds torch, CUDA, Python, NumPy and the batch generator at the start of a fresh run
     progress: bool = True  # tqdm progress bar
+    # a training loss or gradient norm that stops being a number (fp32 / bf16): "raise" a FloatingPointError, or
+    # "stop" the run there, with the weights of its last finite log row (``stopped_by`` "diverged"), so that a
+    # sweep over architectures keeps its other runs; under fp16 the gradient scaler skips such steps instead
+    on_divergence: str = "raise"
 
     def __post_init__(self):
         if self.max_steps is None and self.max_seconds is None:
@@ -125,6 +134,8 @@ class TrainConfig:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip!r}")
+        if self.on_divergence not in ("raise", "stop"):
+            raise ValueError(f"on_divergence must be 'raise' or 'stop', got {self.on_divergence!r}")
         for name in ("eval_every", "checkpoint_every"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v <= 0):
@@ -322,9 +333,10 @@ class TrainResult:
     tokens_per_s: float
     n_params: int
     mfu: float | None  # model FLOPs utilisation; None without flops_per_token or a known peak
-    stopped_by: str  # "max_steps", "max_seconds" or "data exhausted"
+    stopped_by: str  # "max_steps", "max_seconds", "data exhausted" or "diverged" (TrainConfig.on_divergence)
     device: str
     config: dict = field(default_factory=dict)
+    diverged_at_step: int | None = None  # "diverged": the log step that saw it; ``steps`` is the model's last good one
 
     @property
     def perplexity(self) -> float:
@@ -342,10 +354,15 @@ class TrainResult:
             "n_params": self.n_params,
             "mfu": self.mfu,
             "stopped_by": self.stopped_by,
+            **({"diverged_at_step": self.diverged_at_step} if self.diverged_at_step is not None else {}),
         }
 
 
 # ----------------------------------------------------------------------------- the loop
+class _Diverged(Exception):
+    """Raised by ``Trainer._log`` under ``on_divergence="stop"``: caught by the loop, which ends the run."""
+
+
 class Trainer:
     """Trains ``model`` on ``batches`` under ``config``; ``run()`` returns a ``TrainResult``.
 
@@ -387,6 +404,8 @@ class Trainer:
         self.step, self.train_seconds, self.tokens, self.warmup_end, self.last_eval_step = 0, 0.0, 0, None, -1
         self.lr = float("nan")  # of the last update
         self.batches_consumed, self.rows = 0, []
+        self.good = None  # on_divergence="stop": (step, tokens, weights) at the last finite log row
+        self.diverged_at_step = None
         self._reset_interval()
 
     # -- setup
@@ -507,8 +526,20 @@ class Trainer:
         waited = time.perf_counter() - t
         a["seconds"] += waited
         self.train_seconds += waited
-        if not math.isfinite(loss) and self.scaler is None:
-            raise FloatingPointError(f"training loss is {loss} at step {self.step}: lower lr, or check the data")
+        grad_norm = a["grad_norm"].item() / a["steps"] if self.config.grad_clip is not None else None
+        stop = self.config.on_divergence == "stop"
+        problem = None
+        if self.scaler is None:  # (fp16: the gradient scaler skips non-finite steps and lowers its scale)
+            if not math.isfinite(loss):
+                problem = f"training loss is {loss}"
+            elif grad_norm is not None and not math.isfinite(grad_norm):  # an update with it: non-finite weights
+                problem = f"gradient norm is {grad_norm}"
+            elif grad_norm is None and stop and not _all_finite(self.model.parameters()):  # no norm to look at
+                problem = "the weights are not finite"
+        if problem:
+            if stop and self.good is not None:
+                raise _Diverged(problem)
+            raise FloatingPointError(f"{problem} at step {self.step}: lower lr, or check the data")
         self.tokens += tokens
         row = {
             "step": self.step,
@@ -517,13 +548,15 @@ class Trainer:
             "train_loss": loss,
             "tokens_per_s": tokens / max(a["seconds"], 1e-9),
         }
-        if self.config.grad_clip is not None:
-            row["grad_norm"] = a["grad_norm"].item() / a["steps"]
+        if grad_norm is not None:
+            row["grad_norm"] = grad_norm
         if with_eval:
             row.update(self.evaluate_now())
             self.last_eval_step = self.step
         self.rows.append(row)
         self._reset_interval()
+        if stop:  # every update of the interval was finite: these weights are the run's fallback
+            self.good = (self.step, self.tokens, {k: v.detach().clone() for k, v in self.model.state_dict().items()})
         if self.config.max_steps:
             bar.update(self.step - bar.n)
         else:
@@ -643,7 +676,12 @@ class Trainer:
             self.acc["seconds"] += dt
             evaluating = c.eval_every is not None and self.step % c.eval_every == 0 and self._has_eval()
             if self.step % c.log_every == 0 or evaluating:
-                self._log(evaluating, bar)
+                try:
+                    self._log(evaluating, bar)
+                except _Diverged:
+                    self._restore_good()
+                    stopped_by = "diverged"
+                    break
             if c.checkpoint_every and self.step % c.checkpoint_every == 0:
                 self.save_checkpoint()
                 last_ckpt = self.step
@@ -656,9 +694,24 @@ class Trainer:
         elif final_eval:  # the last row is at this step already: evaluate into it
             self.rows[-1].update(self.evaluate_now())
             self.last_eval_step = self.step
-        if c.checkpoint_path and (last_ckpt != self.step or not Path(c.checkpoint_path).exists()):
-            self.save_checkpoint()
+        # a diverged run's optimizer state is not finite: its checkpoint would diverge again on resuming
+        if c.checkpoint_path and stopped_by != "diverged":
+            if last_ckpt != self.step or not Path(c.checkpoint_path).exists():
+                self.save_checkpoint()
         return stopped_by
+
+    def _restore_good(self) -> None:
+        """Back to the last finite log row: its weights and step; the diverged interval is dropped."""
+        step, tokens, weights = self.good
+        self.model.load_state_dict(weights)
+        self.diverged_at_step, self.step, self.tokens = self.step, step, tokens
+        self._reset_interval()
+        warnings.warn(
+            f"training diverged by step {self.diverged_at_step}: the run stops with the weights of step {step}, "
+            "its last finite log row (lower lr, or check the data)",
+            RuntimeWarning,
+            stacklevel=4,
+        )
 
     def _has_eval(self) -> bool:
         return self.eval_batches is not None or self.evaluate is not None
@@ -686,7 +739,14 @@ class Trainer:
             stopped_by,
             device_name(self.device),
             dataclasses.asdict(self.config),
+            self.diverged_at_step,
         )
+
+
+def _all_finite(tensors) -> bool:
+    """Whether every floating-point tensor is free of inf and nan (one GPU sync)."""
+    flags = [torch.isfinite(t).all() for t in tensors if t.is_floating_point()]
+    return bool(torch.stack(flags).all()) if flags else True
 
 
 def _plain(v):

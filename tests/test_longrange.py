@@ -126,6 +126,16 @@ def test_a_run_out_of_memory_is_a_row_and_the_sweep_goes_on(monkeypatch):
     assert list(df["diverged"]) == [False, True] and list(df["oom"]) == [False, False]
     assert math.isnan(df["accuracy"].iloc[1]) and not math.isnan(df["accuracy"].iloc[0])
 
+    def stopped_at_divergence(arch, task, seq_len, **kw):  # on_divergence="stop": the run ends, marked diverged
+        run = real(arch, task, seq_len, **kw)
+        if seq_len == 32:
+            run.result.stopped_by = "diverged"
+        return run
+
+    monkeypatch.setattr(experiments, "run_synthetic", stopped_at_divergence)
+    df = lr.length_sweep(["cnn"], ["induction_heads"], [16, 32], {"induction_heads": {"cnn": 16}}, n_layers=1, **kw)
+    assert list(df["diverged"]) == [False, True] and math.isnan(df["accuracy"].iloc[1])
+
     def broken(*a, **k):
         raise RuntimeError("shape mismatch")  # any other error is not swallowed
 

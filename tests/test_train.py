@@ -84,6 +84,7 @@ def test_schedule_warmup_then_cosine_to_min_lr():
         {"max_seconds": 10, "warmup_steps": 0.1},  # a fraction of max_steps needs max_steps
         {"max_steps": 10, "betas": (0.9, 1.0)},
         {"max_steps": 10, "grad_clip": 0},
+        {"max_steps": 10, "on_divergence": "skip"},
     ],
 )
 def test_invalid_config_raises(kw):
@@ -213,6 +214,51 @@ def test_data_exhausted_and_epochs():
     assert res.steps == 10
     with pytest.raises(TypeError, match="re-iterable"):
         train(make_model(), get_batch, config(), eval_batches=iter(FixedBatches(2).batches))
+
+
+def poisoned_loss(at_step: int, seen: dict):
+    """``lm_loss`` that turns into nan at call ``at_step`` (1-based); ``seen["weights"]``: the weights it got then."""
+    calls = [0]
+
+    def loss_fn(model, batch):
+        calls[0] += 1
+        loss, n = lm_loss(model, batch)[:2]
+        if calls[0] == at_step:
+            seen["weights"] = {k: v.clone() for k, v in model.state_dict().items()}
+            loss = loss * float("nan")
+        return loss, n
+
+    return loss_fn
+
+
+@pytest.mark.parametrize("grad_clip", [1.0, None])
+def test_divergence_raises_or_stops_at_the_last_finite_row(grad_clip):
+    cfg = config(max_steps=20, log_every=5, grad_clip=grad_clip)
+    with pytest.raises(FloatingPointError, match="at step 15"):
+        train(make_model(), get_batch, cfg, loss_fn=poisoned_loss(12, {}))
+    seen = {}
+    cfg = config(max_steps=20, log_every=5, grad_clip=grad_clip, on_divergence="stop")
+    model = make_model()
+    with pytest.warns(RuntimeWarning, match="diverged by step 15"):
+        res = train(model, get_batch, cfg, loss_fn=poisoned_loss(12, seen), eval_batches=get_batch)
+    assert res.stopped_by == "diverged" and res.diverged_at_step == 15 and res.steps == 10
+    assert res.summary()["diverged_at_step"] == 15
+    assert res.history["step"].tolist() == [5, 10] and math.isfinite(res.metrics["val_loss"])
+    # the weights the 12th step's loss saw are those after 11 updates: the run kept those after 10, all finite
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values())
+    assert any(not torch.equal(v, seen["weights"][k]) for k, v in model.state_dict().items())
+    # nan in the first interval: no finite row to go back to
+    with pytest.raises(FloatingPointError, match="at step 5"):
+        train(make_model(), get_batch, cfg, loss_fn=poisoned_loss(3, {}))
+
+
+def test_stopping_at_divergence_keeps_the_weights_of_the_last_finite_row():
+    seen = {}
+    cfg = config(max_steps=20, log_every=5, on_divergence="stop")
+    model = make_model()
+    with pytest.warns(RuntimeWarning):
+        train(model, get_batch, cfg, loss_fn=poisoned_loss(11, seen))  # the 11th step sees the 10th's weights
+    assert all(torch.equal(v, seen["weights"][k]) for k, v in model.state_dict().items())
 
 
 def test_bad_batch_structure_is_explained():
