@@ -175,7 +175,7 @@ FULL_PROFILE_GUESS_S = {
     "05_memory.ipynb": 100.0,
     "06_long_range.ipynb": 235.0,
     "07_language_modeling.ipynb": 268.0,
-    "08_classification.ipynb": 243.0,
+    "08_classification.ipynb": 268.0,
     "09_translation.ipynb": 245.0,
     "10_hybrids.ipynb": 75.0,
     "11_modern.ipynb": 100.0,

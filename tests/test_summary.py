@@ -19,6 +19,8 @@ def records(tmp_path):
     _write(tmp_path, "ch7_word_lstm", {"val_loss": math.log(150.0)})
     for seed, acc in enumerate([0.8, 0.9]):
         _write(tmp_path, f"ch8_imdb_kim_cnn_s{seed}", {"val_accuracy": acc})
+    _write(tmp_path, "ch8_imdb_s4_s0", {"val_accuracy": 0.7})  # the S4 mixer, seed 0
+    _write(tmp_path, "ch8_long_imdb_s4", {"val_accuracy": 0.99})  # a longer run is not a seed of the comparison
     _write(tmp_path, "ch9_translate_transformer", {"test_bleu": 30.0})
     _write(tmp_path, "ch4_scaling", {"lstm/train": 1.0, "transformer/train": 2.0, "transformer/prefill": 1.9})
     decode = pd.DataFrame(
@@ -52,13 +54,14 @@ def test_comparison_table_aggregates_each_chapter(records):
     assert t.loc["transformer", "LM tokens/s"] == 3000.0
     assert t.loc["lstm", "WikiText-2 ppl"] == pytest.approx(150.0)
     assert t.loc["kim_cnn", "IMDB acc"] == pytest.approx(0.85)  # the mean over seeds
+    assert t.loc["s4", "IMDB acc"] == pytest.approx(0.7)
     assert t.loc["transformer", "Multi30k BLEU"] == 30.0
     assert t.loc["transformer", "train time exponent"] == 2.0  # the training fit, not the prefill one
     assert t.loc["transformer", "decode state (KiB)"] == pytest.approx(8.0)  # at the longest prefix
     assert t.loc["lstm", "long-range acc"] == pytest.approx(0.4)  # mean over tasks at the longest length
     assert t.loc["transformer", "long-range acc"] == pytest.approx(1.0)  # its own longest length
     assert math.isnan(t.loc["kim_cnn", "char bits/char"])  # missing stays missing
-    assert list(t.index) == ["lstm", "kim_cnn", "transformer"]  # the book's architecture order
+    assert list(t.index) == ["lstm", "kim_cnn", "transformer", "s4"]  # the book's architecture order
 
 
 def test_sources_lists_used_records_with_provenance(records):
