@@ -785,7 +785,7 @@ def train(
 def gpt2_mfu_benchmark(profile: str | None = None, steps: int = 40, compile: bool | None = None) -> dict[str, Any]:
     """Training throughput and model FLOPs utilisation of a GPT-2-small-sized Transformer LM.
 
-    Full profile on a GPU: 12 layers, d=768, 12 heads, T=1024, vocabulary 50304, bf16 autocast, SDPA,
+    Full profile on a GPU: 12 layers, d=768, 12 heads, T=1024, batch 32, vocabulary 50304, bf16 autocast, SDPA,
     ``torch.compile`` and fused AdamW, on random tokens (the data does not change the arithmetic).
     FLOPs per token are 6·N + 12·L·T·d (PaLM, appendix B: the weights plus the attention scores);
     tokens/s is the median over the logged intervals after the first third of the run (compilation excluded).
@@ -800,7 +800,10 @@ def gpt2_mfu_benchmark(profile: str | None = None, steps: int = 40, compile: boo
     device = as_device(None)
     full = (profile or current_profile()) == "full" and device.type == "cuda"
     compile = full if compile is None else compile
-    L, d, H, T, V, B = (12, 768, 12, 1024, 50304, 16) if full else (2, 64, 4, 64, 512, 4)
+    # batch 32 x 1,024 tokens: big enough that each step's matrix products, not kernel launches, set the pace; by an
+    # estimate (34 bytes per token, layer and width in bf16 with flash attention, plus the logits) 20-30 GB, within
+    # an 80 GB H100
+    L, d, H, T, V, B = (12, 768, 12, 1024, 50304, 32) if full else (2, 64, 4, 64, 512, 4)
 
     def batch(gen: torch.Generator):
         x = torch.randint(0, V, (B, T + 1), generator=gen)

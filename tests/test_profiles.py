@@ -23,6 +23,9 @@ def _shape(d):
     return {k: _shape(v) for k, v in d.items()} if isinstance(d, dict) else None
 
 
+STEP_CAPPED = {"ch7_char_long"}
+
+
 @pytest.mark.parametrize("name", sorted(profiles.EXPERIMENTS))
 def test_experiment_has_both_sizes_with_the_same_keys(name):
     exp = profiles.EXPERIMENTS[name]
@@ -31,7 +34,8 @@ def test_experiment_has_both_sizes_with_the_same_keys(name):
     if "train" in exp["smoke"]:
         smoke, full = TrainConfig(**exp["smoke"]["train"]), TrainConfig(**exp["full"]["train"])
         assert smoke.max_steps and smoke.max_seconds is None  # smoke: steps
-        assert full.max_seconds and full.max_steps is None  # full: seconds, the same time on any GPU
+        # full: seconds, the same time on any GPU; a step cap may only end a run sooner (ch7_char_long: nanoGPT's)
+        assert full.max_seconds and (full.max_steps is None or name in STEP_CAPPED)
 
 
 def test_declared_sizes():
