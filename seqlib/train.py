@@ -675,13 +675,9 @@ class Trainer:
             self.train_seconds += dt
             self.acc["seconds"] += dt
             evaluating = c.eval_every is not None and self.step % c.eval_every == 0 and self._has_eval()
-            if self.step % c.log_every == 0 or evaluating:
-                try:
-                    self._log(evaluating, bar)
-                except _Diverged:
-                    self._restore_good()
-                    stopped_by = "diverged"
-                    break
+            if (self.step % c.log_every == 0 or evaluating) and not self._logged(evaluating, bar):
+                stopped_by = "diverged"
+                break
             if c.checkpoint_every and self.step % c.checkpoint_every == 0:
                 self.save_checkpoint()
                 last_ckpt = self.step
@@ -689,9 +685,10 @@ class Trainer:
             raise ValueError("no training step was made: the batches are empty")
         # the end: a last row for the steps since the last one, and a last evaluation
         final_eval = self._has_eval() and self.last_eval_step != self.step
-        if self.acc["steps"] > 0:
-            self._log(final_eval, bar)
-        elif final_eval:  # the last row is at this step already: evaluate into it
+        if self.acc["steps"] > 0 and not self._logged(final_eval, bar):
+            stopped_by = "diverged"
+        if self._has_eval() and self.last_eval_step != self.step:
+            # the last row is at this step already (or the run was set back to it): evaluate into it
             self.rows[-1].update(self.evaluate_now())
             self.last_eval_step = self.step
         # a diverged run's optimizer state is not finite: its checkpoint would diverge again on resuming
@@ -699,6 +696,16 @@ class Trainer:
             if last_ckpt != self.step or not Path(c.checkpoint_path).exists():
                 self.save_checkpoint()
         return stopped_by
+
+    def _logged(self, with_eval: bool, bar) -> bool:
+        """``_log``; False where it found the run diverged (``on_divergence="stop"``), which is then set back to
+        its last finite row."""
+        try:
+            self._log(with_eval, bar)
+        except _Diverged:
+            self._restore_good()
+            return False
+        return True
 
     def _restore_good(self) -> None:
         """Back to the last finite log row: its weights and step; the diverged interval is dropped."""
@@ -710,7 +717,7 @@ class Trainer:
             f"training diverged by step {self.diverged_at_step}: the run stops with the weights of step {step}, "
             "its last finite log row (lower lr, or check the data)",
             RuntimeWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
 
     def _has_eval(self) -> bool:

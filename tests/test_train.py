@@ -252,6 +252,19 @@ def test_divergence_raises_or_stops_at_the_last_finite_row(grad_clip):
         train(make_model(), get_batch, cfg, loss_fn=poisoned_loss(3, {}))
 
 
+def test_divergence_in_the_last_partial_interval_stops_too():
+    cfg = config(max_steps=13, log_every=5, on_divergence="stop")  # rows at 5, 10 and the end, 13
+    with pytest.warns(RuntimeWarning, match="diverged by step 13"):
+        res = train(make_model(), get_batch, cfg, loss_fn=poisoned_loss(12, {}), eval_batches=get_batch)
+    assert res.stopped_by == "diverged" and res.steps == 10 and res.history["step"].tolist() == [5, 10]
+    assert math.isfinite(res.metrics["val_loss"])  # evaluated once more, after going back to step 10
+    evals = []
+    res = train(
+        make_model(), get_batch, config(max_steps=13, log_every=5), evaluate=lambda m: evals.append(1) or {"n": 1.0}
+    )
+    assert res.stopped_by == "max_steps" and len(evals) == 1  # a run that ends normally is evaluated once at the end
+
+
 def test_stopping_at_divergence_keeps_the_weights_of_the_last_finite_row():
     seen = {}
     cfg = config(max_steps=20, log_every=5, on_divergence="stop")
