@@ -137,6 +137,14 @@ def notebook_status(path: Path) -> dict:
 
 #: notebooks that aggregate what the others record: executed again whenever another one is
 AGGREGATES = ("12_when_to_use.ipynb",)
+#: notebooks that read what earlier ones record, and which (an aggregating notebook reads them all): ``execute``
+#: starts none of them while one of those is left over or failed in the same call, since its figures would be
+#: stale as soon as that one runs
+READS = {
+    "03_transformer.ipynb": ("01_rnn_lstm.ipynb", "02_cnn.ipynb"),
+    "10_hybrids.ipynb": ("06_long_range.ipynb", "07_language_modeling.ipynb", "08_classification.ipynb"),
+    "11_modern.ipynb": ("04_complexity.ipynb", "06_long_range.ipynb"),
+}
 
 
 def needs_execution(path: Path) -> bool:
@@ -227,8 +235,9 @@ def execute(
     after each notebook. A notebook that fails is left as it was (its error is printed) and the next one runs;
     ``RuntimeError`` at the end names the failures. ``time_budget`` (seconds): a notebook is not started when
     its last recorded wall time in this profile (else ``FULL_PROFILE_GUESS_S`` or ``NOTEBOOK_LIMIT_S``) no longer
-    fits in what is left;
-    the notebooks left over are named, so that a later call (``execute`` without arguments) picks them up.
+    fits in what is left, but a later one that fits is, unless it reads what a notebook left over records
+    (``READS``, ``AGGREGATES``); the notebooks left over are named, so that a later call (``execute`` without
+    arguments) picks them up.
     ``only_needed``: skip a notebook that does not need executing (``needs_execution``, asked just before it,
     so that one made stale by an earlier one of this call runs too), except an aggregating one after any other ran.
     """
@@ -246,19 +255,20 @@ def execute(
     absolute_data_path()
     log_path = Path(log_path) if log_path is not None else ROOT / EXECUTION_LOG
     log = json.loads(log_path.read_text()) if log_path.exists() else {}
-    done, failed, start = [], [], time.perf_counter()
-    for i, path in enumerate(paths):
+    done, failed, left, start = [], [], [], time.perf_counter()
+    for path in paths:
         rel = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
-        if only_needed and not needs_execution(path) and not (path.name in AGGREGATES and done):
+        if only_needed and not needs_execution(path) and not (path.name in AGGREGATES and (done or left)):
+            continue
+        reads = [p.name for p in paths if p != path] if path.name in AGGREGATES else READS.get(path.name, ())
+        if any(name in left or name in failed for name in reads):  # after those, in a later call
+            left.append(path.name)
             continue
         if time_budget is not None:
-            last = log.get(rel, {})
-            guess = _time_guess(path.name, last, profile)
-            if time.perf_counter() - start + guess > time_budget:
-                left = [p.name for p in paths[i:] if not only_needed or needs_execution(p)]
-                left += [p.name for p in paths[i:] if p.name in AGGREGATES and p.name not in left and (done or left)]
-                print(f"time budget: left for a later call: {', '.join(left)}", flush=True)
-                break
+            # one that does not fit is left for a later call, and a later, shorter one may still fit
+            if time.perf_counter() - start + _time_guess(path.name, log.get(rel, {}), profile) > time_budget:
+                left.append(path.name)
+                continue
         nb = nbformat.read(path, as_version=4)
         print(f"executing {path.name} (profile {profile}) ...", flush=True)
         t0 = time.perf_counter()
@@ -292,6 +302,8 @@ def execute(
         log_path.write_text(json.dumps(dict(sorted(log.items())), indent=1) + "\n")
         print(f"  {wall:.1f} s on {meta['device']}", flush=True)
         done.append(meta)
+    if left:
+        print(f"left for a later call (time budget, or waiting for one of those): {', '.join(left)}", flush=True)
     if failed:
         raise RuntimeError(f"{len(failed)} notebook(s) failed: {', '.join(failed)} (errors above)")
     return done

@@ -1,5 +1,6 @@
 """The book's plumbing: the setup cell, the table of contents, execute and check."""
 
+import json
 import os
 import re
 import shutil
@@ -73,6 +74,20 @@ def _notebook(tmp_path, *sources, outputs=True, name="nb.ipynb") -> Path:
     return path
 
 
+def test_reads_names_every_other_chapter_whose_records_a_notebook_reads():
+    """A record name "chN_..." in a notebook's code, N another chapter's number: that chapter is in ``READS``."""
+    names = [p.name for p in NOTEBOOKS]
+    by_chapter = {int(n[:2]): n for n in names}
+    for path in NOTEBOOKS:
+        if path.name in book.AGGREGATES:
+            continue
+        code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+        read = {int(m) for m in re.findall(r"[\"']ch(\d+)_", code)} - {int(path.name[:2])}
+        assert {by_chapter[n] for n in read} == set(book.READS.get(path.name, ())), path.name
+    for nb, reads in book.READS.items():  # every one of them comes earlier in the book
+        assert all(names.index(r) < names.index(nb) for r in reads), nb
+
+
 def test_code_cells_hash_tracks_code_only():
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_markdown_cell("a")])
     h = book.code_cells_hash(nb)
@@ -132,8 +147,22 @@ def test_execute_starts_nothing_that_does_not_fit_the_time_budget(tmp_path, monk
     paths = [_notebook(tmp_path, "print(1)", outputs=False, name=f"{n}.ipynb") for n in "ab"]
     log = tmp_path / "book_execution.json"
     assert book.execute(paths, timeout=120, log_path=log, time_budget=book.NOTEBOOK_LIMIT_S["smoke"] - 1) == []
-    assert "left for a later call: a.ipynb, b.ipynb" in capsys.readouterr().out
+    assert "a later call (time budget, or waiting for one of those): a.ipynb, b.ipynb" in capsys.readouterr().out
     assert not book.notebook_status(paths[0])["executed"]
+
+
+def test_execute_fits_a_shorter_later_notebook_but_not_one_that_reads_a_left_over_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SEQLIB_PROFILE", "smoke")
+    names = ["a.ipynb", "b.ipynb", "c.ipynb", "d.ipynb"]
+    paths = [_notebook(tmp_path, "print(1)", outputs=False, name=n) for n in names]
+    monkeypatch.setitem(book.READS, "c.ipynb", ("a.ipynb",))  # c reads what a records
+    log = tmp_path / "book_execution.json"
+    times = {"a.ipynb": 1000.0, "b.ipynb": 1.0, "c.ipynb": 1.0, "d.ipynb": 1.0}
+    log.write_text(json.dumps({n: {"profile": "smoke", "wall_time_s": t} for n, t in times.items()}))
+    done = book.execute(paths, timeout=120, log_path=log, time_budget=100)
+    assert len(done) == 2  # b and d: a does not fit, c waits for a
+    assert [book.notebook_status(p)["executed"] for p in paths] == [False, True, False, True]
+    assert "): a.ipynb, c.ipynb" in capsys.readouterr().out
 
 
 def test_to_execute_picks_stale_other_profile_and_the_aggregating_notebook(tmp_path, monkeypatch):

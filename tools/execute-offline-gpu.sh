@@ -13,7 +13,8 @@
 #   OUT      a folder for book.tar.gz (notebooks/ and results/) and the logs
 #   SECONDS  the budget for the whole script (default 480): no notebook starts that would not finish within it,
 #            by its last recorded time (or, before its first full-profile run, by seqlib.bookexec's guess); give
-#            the command running this script a minute or two more than SECONDS, for the install and the packing
+#            the command running this script a minute more than SECONDS: a notebook that overruns its guess is
+#            stopped at most 25 s past SECONDS, and the check and the packing take a few seconds more
 set -uo pipefail
 wheels=${1:?usage: tools/execute-offline-gpu.sh WHEELS DATA OUT [SECONDS]}
 data=${2:?usage: tools/execute-offline-gpu.sh WHEELS DATA OUT [SECONDS]}
@@ -91,9 +92,9 @@ done
 
 left=$((budget - (SECONDS - start)))
 if [ "$left" -gt 0 ]; then
-  # A notebook that outlives its guessed time is interrupted 30 s past the budget, so that the ones finished
-  # before it are still packed below (each is saved as soon as it ends).
-  timeout -s INT -k 30 $((left + 30)) python3 -m seqlib.book execute --time-budget "$left" 2>&1 \
+  # A notebook that outlives its guessed time is interrupted 15 s past the budget (and killed 10 s later), so
+  # that the ones finished before it are still packed below (each is saved as soon as it ends).
+  timeout -s INT -k 10 $((left + 15)) python3 -m seqlib.book execute --time-budget "$left" 2>&1 \
     | tee "$out/execute.log"
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 else
