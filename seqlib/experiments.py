@@ -90,6 +90,19 @@ def _finish(run: Run, record_as: str | None, seed: int) -> Run:
     return run
 
 
+def diverged_runs(records: dict) -> str:
+    """One line for a notebook: which of ``records`` (``name -> record``) stopped because training diverged
+    (``TrainConfig.on_divergence="stop"``: their figures are those of their last finite history row), or none."""
+    bad = [
+        f"{name} (by step {rec['metrics'].get('diverged_at_step')}, kept step {rec['metrics'].get('steps')})"
+        for name, rec in records.items()
+        if rec["metrics"].get("stopped_by") == "diverged"
+    ]
+    if not bad:
+        return f"diverged: none of these {len(records)} runs"
+    return f"diverged: {', '.join(bad)}; their figures are those of the step kept, their last finite history row"
+
+
 # ----------------------------------------------------------------------------- language modelling
 def run_lm(
     arch,

@@ -94,3 +94,13 @@ def test_max_epochs_caps_a_run_at_passes_over_the_training_split(monkeypatch, tm
     run = run_classification("lstm", "sst2", experiment="ch8_sst2_long", profile="smoke", progress=False)
     per_epoch = -(-run.extra["train_examples"] // smoke["data"]["batch_size"])
     assert run.result.steps == 2 * per_epoch < 1_000 and run.result.stopped_by == "max_steps"
+
+
+def test_diverged_runs_names_the_runs_that_stopped_at_divergence():
+    from seqlib.experiments import diverged_runs
+
+    ok = {"metrics": {"stopped_by": "max_seconds", "steps": 100}}
+    bad = {"metrics": {"stopped_by": "diverged", "diverged_at_step": 50, "steps": 40}}
+    assert diverged_runs({"a": ok, "b": ok}) == "diverged: none of these 2 runs"
+    line = diverged_runs({"a": ok, "b": bad})
+    assert line.startswith("diverged: b (by step 50, kept step 40)") and "a (" not in line
