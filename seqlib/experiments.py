@@ -99,7 +99,7 @@ def diverged_runs(records: dict) -> str:
         if rec["metrics"].get("stopped_by") == "diverged"
     ]
     if not bad:
-        return f"diverged: none of these {len(records)} runs"
+        return f"diverged: none (of {len(records)} run{'' if len(records) == 1 else 's'})"
     return f"diverged: {', '.join(bad)}; their figures are those of the step kept, their last finite history row"
 
 

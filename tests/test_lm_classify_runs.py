@@ -101,6 +101,7 @@ def test_diverged_runs_names_the_runs_that_stopped_at_divergence():
 
     ok = {"metrics": {"stopped_by": "max_seconds", "steps": 100}}
     bad = {"metrics": {"stopped_by": "diverged", "diverged_at_step": 50, "steps": 40}}
-    assert diverged_runs({"a": ok, "b": ok}) == "diverged: none of these 2 runs"
+    assert diverged_runs({"a": ok, "b": ok}) == "diverged: none (of 2 runs)"
+    assert diverged_runs({"a": ok}) == "diverged: none (of 1 run)"
     line = diverged_runs({"a": ok, "b": bad})
     assert line.startswith("diverged: b (by step 50, kept step 40)") and "a (" not in line
