@@ -99,11 +99,16 @@ def test_a_run_out_of_memory_is_a_row_and_the_sweep_goes_on(monkeypatch):
     real = experiments.run_synthetic
     kw = {"profile": "smoke", "n_eval": 8, "train_overrides": {"max_steps": 1, "eval_every": None}}
 
-    def sweep_failing_at_32(error):  # the run at 32 tokens raises ``error``, the one at 16 trains
+    def sweep_failing_at_32(error=None, stopped_by=None):
+        """The run at 32 tokens raises ``error`` (or ends with ``stopped_by``); the one at 16 trains."""
+
         def run_synthetic(arch, task, seq_len, **kw):
-            if seq_len == 32:
+            if seq_len == 32 and error is not None:
                 raise error
-            return real(arch, task, seq_len, **kw)
+            run = real(arch, task, seq_len, **kw)
+            if seq_len == 32 and stopped_by is not None:
+                run.result.stopped_by = stopped_by
+            return run
 
         monkeypatch.setattr(experiments, "run_synthetic", run_synthetic)
         opts = {"induction_heads": {"vocab_size": 8}}
@@ -126,14 +131,7 @@ def test_a_run_out_of_memory_is_a_row_and_the_sweep_goes_on(monkeypatch):
     assert list(df["diverged"]) == [False, True] and list(df["oom"]) == [False, False]
     assert math.isnan(df["accuracy"].iloc[1]) and not math.isnan(df["accuracy"].iloc[0])
 
-    def stopped_at_divergence(arch, task, seq_len, **kw):  # on_divergence="stop": the run ends, marked diverged
-        run = real(arch, task, seq_len, **kw)
-        if seq_len == 32:
-            run.result.stopped_by = "diverged"
-        return run
-
-    monkeypatch.setattr(experiments, "run_synthetic", stopped_at_divergence)
-    df = lr.length_sweep(["cnn"], ["induction_heads"], [16, 32], {"induction_heads": {"cnn": 16}}, n_layers=1, **kw)
+    df = sweep_failing_at_32(stopped_by="diverged")  # on_divergence="stop": the run ends, marked diverged
     assert list(df["diverged"]) == [False, True] and math.isnan(df["accuracy"].iloc[1])
 
     def broken(*a, **k):

@@ -11,7 +11,7 @@
 #            this folder and the copy of the data on a connected machine.
 #   DATA     a copy of the data laid out like shared/data (SEQLIB_DATA)
 #   OUT      a folder for book.tar.gz (notebooks/ and results/) and the logs
-#   SECONDS  the budget for the whole script (default 480): no notebook starts that would not finish within it,
+#   SECONDS  the budget for the whole script (default 540): no notebook starts that would not finish within it,
 #            by its last recorded time (or, before its first full-profile run, by seqlib.bookexec's guess); give
 #            the command running this script a minute more than SECONDS: a notebook that overruns its guess is
 #            stopped at most 25 s past SECONDS, and the check and the packing take a few seconds more
@@ -19,7 +19,7 @@ set -uo pipefail
 wheels=${1:?usage: tools/execute-offline-gpu.sh WHEELS DATA OUT [SECONDS]}
 data=${2:?usage: tools/execute-offline-gpu.sh WHEELS DATA OUT [SECONDS]}
 out=${3:?usage: tools/execute-offline-gpu.sh WHEELS DATA OUT [SECONDS]}
-budget=${4:-480}
+budget=${4:-540}
 start=$SECONDS
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 SEQLIB_PROFILE=${SEQLIB_PROFILE:-full} SEQLIB_DATA
