@@ -20,11 +20,12 @@ same chunk is a product with the decay matrix ``W[t, i] = e^{-(t-1-i) w}`` (``i 
 batch: one batched matmul per channel. Keys are shifted by their per-chunk maximum ``m`` first, so
 ``e^{k_i - m} <= 1``. Across chunks a short loop (one step per chunk, not per token) carries ``(a, b, p)``
 exactly like the reference. Each output combines the carried state, the chunk and the current token after
-subtracting the largest of their three exponents, so nothing overflows. Limitation: if the keys inside one chunk
-span more than about 80 (float32; about 700 in float64), a token whose terms are all that much smaller than the
-chunk's largest key underflows to 0/0 (nan); the reference has no such limit (the tests check agreement for keys
-up to about +-60 in float32). The shifts ``m``, ``p`` are constants for autograd (the result does not depend on
-them).
+subtracting the largest of their three exponents, so nothing overflows. The shift ``m`` is not a term of every row:
+when the keys inside one chunk span more than about 40 (float32), a row whose own terms all lie that far below ``m``
+would lose them to underflow (0/0, or a wrong finite value). Such a row is recognised by its denominator (below
+``sqrt(tiny)``; a row whose largest term is the carried state or the current token has one of at least 1), and the
+chunks holding one are recomputed token by token from their entering state, so the result equals the reference for
+any keys. The shifts ``m``, ``p`` are constants for autograd (the result does not depend on them).
 
 ``causal=False``: a second time mix with its own parameters reads each sequence backwards (only the real tokens
 are reversed, so padding never reaches a real position); the two outputs are summed.
@@ -65,15 +66,19 @@ def wkv_step(w, u, k_t, v_t, state):
     return y, (e1 * a + e2 * v_t, e1 * b + e2, q)
 
 
-def wkv_reference(w, u, k, v):
-    """The recurrence over time. w, u (D,); k, v (B, T, D) -> wkv (B, T, D)."""
-    B, T, D = k.shape
-    state = (k.new_zeros(B, D), k.new_zeros(B, D), k.new_full((B, D), _NEG))
+def _wkv_steps(w, u, k, v, state):
+    """``wkv_step`` over every token of k, v (B, T, D) from ``state`` -> wkv (B, T, D)."""
     ys = []
-    for t in range(T):
+    for t in range(k.shape[1]):
         y, state = wkv_step(w, u, k[:, t], v[:, t], state)
         ys.append(y)
     return torch.stack(ys, dim=1)
+
+
+def wkv_reference(w, u, k, v):
+    """The recurrence over time. w, u (D,); k, v (B, T, D) -> wkv (B, T, D)."""
+    B, T, D = k.shape
+    return _wkv_steps(w, u, k, v, (k.new_zeros(B, D), k.new_zeros(B, D), k.new_full((B, D), _NEG)))
 
 
 def wkv_chunked(w, u, k, v, chunk_size: int = 64):
@@ -116,8 +121,20 @@ def wkv_chunked(w, u, k, v, chunk_size: int = 64):
     e_carry, e_in, e_now = torch.exp(carry - q), torch.exp(m - q), torch.exp(now - q)
     num = e_carry * a_in + e_in * num_in + e_now * v
     den = e_carry * b_in + e_in * den_in + e_now
-    num, den = (t.reshape(B, n * C, D)[:, :T] for t in (num, den))  # cut the padding before dividing
-    return num / den
+    # The shift m is the chunk's largest key, not a term of every row: a row whose terms all lie far below it loses
+    # them to underflow. The carried state's and the current token's exponents are terms of their row, so a row whose
+    # largest term is one of them has den >= 1; den below sqrt(tiny) flags a row that may have lost its precision.
+    real = (torch.arange(n * C, device=k.device) < T).view(1, n, C, 1)
+    lost = ((den < torch.finfo(den.dtype).tiny ** 0.5) & real).any(dim=(2, 3))  # (B, n)
+    if lost.any():  # rare (keys spanning more than about 40 in one chunk): redo those chunks token by token
+        den = torch.where(lost[:, :, None, None], torch.ones_like(den), den)  # no 0/0 in the rows replaced below
+        y = num / den
+        bi, ci = lost.nonzero(as_tuple=True)
+        state = (a_in[bi, ci, 0], b_in[bi, ci, 0], p_in[bi, ci, 0].clamp_min(_NEG))
+        y = torch.index_put(y, (bi, ci), _wkv_steps(w, u, k[bi, ci], v[bi, ci], state))
+    else:
+        y = num / den
+    return y.reshape(B, n * C, D)[:, :T]  # cut the padding
 
 
 def _token_shift_init(d_model: int, power: float) -> torch.Tensor:
