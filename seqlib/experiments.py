@@ -424,7 +424,7 @@ def run_translation(
         model,
         lambda gen: next(stream),
         _train_config(cfg, seed, progress, train_overrides),
-        loss_fn=seq2seq_loss,
+        loss_fn=functools.partial(seq2seq_loss, **cfg["loss"]),
         eval_batches=eval_batches,
         device=default_device(),
     )

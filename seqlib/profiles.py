@@ -189,6 +189,8 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
                 "max_examples": 512,
             },
             "train": _smoke_train(),
+            # label smoothing 0.1 on the training loss (Vaswani et al. 2017); validation losses are plain cross entropy
+            "loss": {"label_smoothing": 0.1},
             # n_sentences: test sentences decoded greedily (batched); n_beam: the first n_beam of them also by beam
             "decode": {"max_len": 32, "n_sentences": 16, "batch_size": 16, "beam_size": 3, "n_beam": 4},
         },
@@ -203,6 +205,7 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
                 "max_examples": None,
             },
             "train": _full_train(60.0, warmup_steps=200, eval_every=250, eval_batches=8),
+            "loss": {"label_smoothing": 0.1},
             "decode": {"max_len": 64, "n_sentences": 1_000, "batch_size": 128, "beam_size": 4, "n_beam": 100},
         },
     },

@@ -183,12 +183,17 @@ def _unpack(batch, n: int, names: str, loss: str):
     return batch
 
 
-def _token_ce(logits: torch.Tensor, y: torch.Tensor, loss: str):
+def _token_ce(logits: torch.Tensor, y: torch.Tensor, loss: str, label_smoothing: float = 0.0):
     if logits.dim() != 3 or logits.shape[:2] != y.shape:
         raise ValueError(
             f"{loss}: logits must be (B, T, V) and targets (B, T); got {tuple(logits.shape)} and {tuple(y.shape)}"
         )
-    ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=-100)
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"{loss}: label_smoothing must be in [0, 1), got {label_smoothing!r}")
+    smoothing = label_smoothing if torch.is_grad_enabled() else 0.0  # evaluation: the plain cross entropy
+    ce = F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=-100, label_smoothing=smoothing
+    )
     keep = y != -100  # (B, T)
     n = keep.sum()
     metrics = {}
@@ -203,10 +208,15 @@ def lm_loss(model: nn.Module, batch):
     return _token_ce(model(x), y, "lm_loss")  # model(x): (B, T, V)
 
 
-def seq2seq_loss(model: nn.Module, batch):
-    """Batch ``(src, src_mask, tgt_in, tgt_out)``; ``model(src, tgt_in, src_mask=src_mask)`` -> (B, T, V)."""
+def seq2seq_loss(model: nn.Module, batch, label_smoothing: float = 0.0):
+    """Batch ``(src, src_mask, tgt_in, tgt_out)``; ``model(src, tgt_in, src_mask=src_mask)`` -> (B, T, V).
+
+    ``label_smoothing``: the training target puts that much of its probability evenly over the vocabulary
+    (Szegedy et al. 2016; 0.1 in Vaswani et al. 2017), e.g. ``functools.partial(seq2seq_loss, label_smoothing=0.1)``.
+    Evaluation (no gradients) always reports the plain cross entropy, so validation losses stay comparable.
+    """
     src, src_mask, tgt_in, tgt_out = _unpack(batch, 4, "(src, src_mask, tgt_in, tgt_out)", "seq2seq_loss")
-    return _token_ce(model(src, tgt_in, src_mask=src_mask), tgt_out, "seq2seq_loss")
+    return _token_ce(model(src, tgt_in, src_mask=src_mask), tgt_out, "seq2seq_loss", label_smoothing)
 
 
 def classify_loss(model: nn.Module, batch):

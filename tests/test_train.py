@@ -341,6 +341,31 @@ def test_classify_seq2seq_regression_losses():
         train(TinyRegressor(), lambda g: (reg_batch(g)[0], torch.zeros(B, 2)), config(), loss_fn=regression_loss)
 
 
+def test_seq2seq_label_smoothing_trains_on_the_smoothed_loss_and_evaluates_the_plain_one():
+    torch.manual_seed(0)
+    model = TinySeq2Seq()
+    gen = torch.Generator().manual_seed(1)
+    src, tgt = torch.randint(0, V, (B, T), generator=gen), torch.randint(0, V, (B, T + 1), generator=gen)
+    tgt_out = tgt[:, 1:].clone()
+    tgt_out[:, -2:] = -100  # padding is not scored
+    batch = (src, None, tgt[:, :-1], tgt_out)
+    logits = model(src, tgt[:, :-1]).reshape(-1, V)
+    keep = tgt_out.reshape(-1) != -100
+    logp, targets = logits[keep].log_softmax(-1), tgt_out.reshape(-1)[keep]
+    plain = -logp.gather(1, targets[:, None]).mean()
+    smoothed = 0.9 * plain - 0.1 * logp.mean()  # 0.1 of the target spread evenly over the V entries
+    loss, n, _ = seq2seq_loss(model, batch, label_smoothing=0.1)
+    torch.testing.assert_close(loss, smoothed)
+    assert n == B * (T - 2) and abs(loss - plain) > 1e-3
+    with torch.no_grad():
+        eval_loss, _, metrics = seq2seq_loss(model, batch, label_smoothing=0.1)
+    torch.testing.assert_close(eval_loss, plain.detach())
+    assert "accuracy" in metrics
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="label_smoothing"):
+            seq2seq_loss(model, batch, label_smoothing=bad)
+
+
 def test_device_helpers_pick_precision_and_peak(monkeypatch):
     from seqlib import device as dev
 
