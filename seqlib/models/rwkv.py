@@ -126,8 +126,9 @@ def wkv_chunked(w, u, k, v, chunk_size: int = 64):
     # largest term is one of them has den >= 1; den below sqrt(tiny) flags a row that may have lost its precision.
     real = (torch.arange(n * C, device=k.device) < T).view(1, n, C, 1)
     lost = ((den < torch.finfo(den.dtype).tiny ** 0.5) & real).any(dim=(2, 3))  # (B, n)
+    den = torch.where(real, den, 1.0)  # padding (cut below) may decay to 0: never 0/0, not even in the backward pass
     if lost.any():  # rare (keys spanning more than about 40 in one chunk): redo those chunks token by token
-        den = torch.where(lost[:, :, None, None], torch.ones_like(den), den)  # no 0/0 in the rows replaced below
+        den = torch.where(lost[:, :, None, None], 1.0, den)  # likewise for the rows replaced below
         y = num / den
         bi, ci = lost.nonzero(as_tuple=True)
         state = (a_in[bi, ci, 0], b_in[bi, ci, 0], p_in[bi, ci, 0].clamp_min(_NEG))
