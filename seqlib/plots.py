@@ -148,10 +148,14 @@ def plot_loss_curves(
     logy: bool = False,
     title: str | None = None,
     ax=None,
+    per: str = "token",
 ) -> Figure:
     """One line per run (``histories``: name -> the trainer's history); ``x`` "step" or "time" (seconds).
 
-    ``show_train`` adds each run's ``train_loss`` as a thin line of the same colour.
+    ``show_train`` adds each run's ``train_loss`` as a thin line of the same colour. The y axis is labelled
+    with the loss's unit: the trainer's losses are cross-entropies in nats, averaged per token for language
+    models and translation (``per="character"``, ``"word"``, ``"subword"`` where the tokens are those), per
+    example for classifiers (``per="example"``). A ``y`` that is not a loss column is labelled with its name.
     """
     own, (fig, ax) = ax is None, _new_ax(ax)
     for i, (name, h) in enumerate(histories.items()):
@@ -172,13 +176,23 @@ def plot_loss_curves(
         if show_train:
             ax.plot(h[x], h["train_loss"], color=s.color, lw=0.8, alpha=0.4)
     ax.set_xlabel({"step": "optimizer step", "time": "training time (s)"}.get(x, x))
-    ax.set_ylabel(y.replace("_", " "))
+    ax.set_ylabel(_loss_label(y, show_train, per))
     if logy:
         ax.set_yscale("log")
     if title:
         ax.set_title(title)
     _legend(ax, grow=own)
     return fig
+
+
+def _loss_label(y: str, show_train: bool, per: str) -> str:
+    """The y label of a loss plot: which loss, with its unit; ``show_train`` puts both losses on the axis."""
+    what = {"val_loss": "validation loss", "train_loss": "training loss"}.get(y)
+    if what is None:
+        return y.replace("_", " ")
+    if show_train and y != "train_loss":
+        what = "loss"  # the validation curve and the thin training-loss line share the axis
+    return f"{what} (nats per {per})"
 
 
 def _groups(df: pd.DataFrame, hue: str | None, x: str):

@@ -10,7 +10,7 @@ column                      from the record(s)                                  
 ``WikiText-2 ppl``          ``ch7_word_<arch>``: exp(validation loss)                  7
 ``LM tokens/s``             ``ch7_char_<arch>``: training throughput                   7
 ``IMDB acc``, ``SST-2 acc``  ``ch8_<imdb|sst2>_<arch>_s<seed>``: mean over seeds        8
-``Multi30k BLEU``           ``ch9_translate_<arch>``: test BLEU, greedy                9
+``Multi30k BLEU``           ``ch9_translate_<arch>``: test BLEU, greedy (see below)    9
 ``train time exponent``     ``ch4_scaling``: fitted slope of training time vs length   4
 ``train memory exponent``   ``ch5_train_memory``: slope of peak memory vs length       5
 ``decode state (KiB)``      ``ch5_decode_memory``: state per sequence, longest prefix  5
@@ -24,8 +24,17 @@ were (same data, budget, depth and device, a parameter count within 10%): the tw
 ``ch10_<imdb|sst2>_hybrid_s<seed>`` (against chapter 8's), ``long-range acc`` from ``ch10_synthetic`` (the same
 settings, tasks and lengths as ``ch6_length_sweep``). Its memory columns come from chapter 5.
 
+A translation model is an encoder-decoder; its BLEU goes to the row of its mixer when the decoder uses the same
+mixer as the encoder, and to a row of its own otherwise (chapter 9's CNN encoder with a Transformer decoder is the
+row ``cnn_encoder_transformer_decoder``, placed after the CNN's): no row is credited with a model it did not run.
+``row_label(name)`` gives a row's display name.
+
 A record that is missing leaves its cells empty (NaN): the table says what was measured, never fills a gap.
 ``sources(records)`` lists the records used with their device, profile, date and whether the code changed since.
+
+Two helpers serve chapter 12's notes and ledger: ``full_window_columns(records)`` finds the columns in which the
+sliding-window model's window spans every sequence it ran on (its attention there is full attention), and
+``ladder_verdicts(sweep)`` gives chapter 6's verdict on each rung of the outline's length ladder from its record.
 """
 
 from __future__ import annotations
@@ -38,11 +47,19 @@ from pathlib import Path
 import pandas as pd
 
 from . import results
-from .plots import ARCH_STYLE
+from .plots import ARCH_STYLE, arch_label
 from .profiles import current_profile
 from .results import default_dir, is_stale
 
-__all__ = ["COLUMNS", "collect", "comparison_table", "sources"]
+__all__ = [
+    "COLUMNS",
+    "collect",
+    "comparison_table",
+    "full_window_columns",
+    "ladder_verdicts",
+    "row_label",
+    "sources",
+]
 
 #: column -> (chapter notebook, True when higher is better)
 COLUMNS: dict[str, tuple[str, bool]] = {
@@ -62,6 +79,29 @@ _USED = re.compile(
     r"^(ch4_scaling|ch5_train_memory|ch5_decode_memory|ch6_length_sweep|ch7_(char|word)_|ch8_|ch9_"
     r"|ch10_char_hybrid$|ch10_(imdb|sst2)_hybrid_s\d+$|ch10_synthetic$)"
 )
+
+
+#: short names of mixers used as a translation encoder (the registry's display name otherwise)
+_ENCODER_NAMES = {"cnn": "CNN", "lstm": "LSTM"}
+_SEQ2SEQ_ROW = re.compile(r"(\w+?)_encoder_(\w+)_decoder")
+
+
+def _translation_row(arch: str, rec: dict) -> str:
+    """The row of a ``ch9_translate_<arch>`` record: its mixer's, or ``<arch>_encoder_<decoder>_decoder`` when the
+    decoder is another mixer (``config.model.decoder``)."""
+    decoder = ((rec.get("config") or {}).get("model") or {}).get("decoder")
+    return arch if decoder in (None, arch) else f"{arch}_encoder_{decoder}_decoder"
+
+
+def row_label(name: str) -> str:
+    """The display name of a row of ``comparison_table``: the architecture's (``seqlib.plots.arch_label``), or for an
+    encoder-decoder of two mixers, e.g. "CNN encoder + Transformer decoder"."""
+    if name in ARCH_STYLE:
+        return arch_label(name)
+    if match := _SEQ2SEQ_ROW.fullmatch(name):
+        enc, dec = (_ENCODER_NAMES.get(a) or (arch_label(a) if a in ARCH_STYLE else a) for a in match.groups())
+        return f"{enc} encoder + {dec} decoder"
+    return name
 
 
 def collect(profile: str | None = None, results_dir: str | Path | None = None) -> dict[str, dict]:
@@ -157,7 +197,7 @@ def comparison_table(records: dict[str, dict]) -> pd.DataFrame:
             else:
                 cols["WikiText-2 ppl"][arch] = math.exp(m["val_loss"])
         elif match := re.fullmatch(r"ch9_translate_(\w+)", name):
-            cols["Multi30k BLEU"][match.group(1)] = m.get("test_bleu")
+            cols["Multi30k BLEU"][_translation_row(match.group(1), rec)] = m.get("test_bleu")
     hybrid, ref = records.get("ch10_char_hybrid"), records.get("ch7_char_transformer")
     if hybrid and ref and hybrid["metrics"].get("val_loss") is not None and _trained_alike(hybrid, ref):
         cols["char bits/char"]["hybrid"] = hybrid["metrics"]["val_loss"] / math.log(2)
@@ -187,8 +227,11 @@ def comparison_table(records: dict[str, dict]) -> pd.DataFrame:
             hybrid_rows = rec10["history"][rec10["history"]["arch"] == "hybrid"]
             cols["long-range acc"].update(_long_range(hybrid_rows))
     table = pd.DataFrame(cols, columns=list(COLUMNS)).astype(float).dropna(how="all")
-    order = [a for a in ARCH_STYLE if a in table.index] + sorted(a for a in table.index if a not in ARCH_STYLE)
-    return table.loc[order]
+    order = []
+    for a in ARCH_STYLE:  # the book's order; an encoder-decoder of two mixers after its encoder's row
+        order += [a] if a in table.index else []
+        order += sorted(r for r in table.index if (m := _SEQ2SEQ_ROW.fullmatch(r)) and m.group(1) == a)
+    return table.loc[order + sorted(r for r in table.index if r not in order)]
 
 
 def sources(records: dict[str, dict]) -> pd.DataFrame:
@@ -208,3 +251,68 @@ def sources(records: dict[str, dict]) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows, columns=["record", "device", "profile", "date", "stale"])
+
+
+def _window(config: dict) -> int:
+    """The sliding window a record's model used: its ``window`` option, else the mixer's default."""
+    import inspect
+
+    from .models.local_attention import SlidingWindowMixer
+
+    window = ((config or {}).get("model") or {}).get("window")
+    return int(window) if window else inspect.signature(SlidingWindowMixer).parameters["window"].default
+
+
+def full_window_columns(records: dict[str, dict]) -> dict[str, tuple[int, int]]:
+    """The quality columns in which the sliding-window model's window spans every sequence it was trained and scored
+    on: ``column -> (window, longest sequence)``. There its attention is full attention (causal: a sequence of at
+    most ``window`` tokens; bidirectional, ``|i - j| <= window``: at most ``window + 1``), the Transformer's layer
+    computed in blocks, so the row measures the same model as the Transformer's.
+
+    Read from the records' configurations: ``ch7_<char|word>_longformer`` (``data.seq_len``, causal),
+    ``ch8_<imdb|sst2>_longformer_s<seed>`` (``data.max_len``, bidirectional; every seed) and ``ch6_length_sweep``
+    (the longest length the sliding window ran at, causal).
+    """
+    out: dict[str, tuple[int, int]] = {}
+    for kind, col in (("char", "char bits/char"), ("word", "WikiText-2 ppl")):
+        cfg = (records.get(f"ch7_{kind}_longformer") or {}).get("config") or {}
+        if (T := (cfg.get("data") or {}).get("seq_len")) and T <= (w := _window(cfg)):
+            out[col] = (w, int(T))
+    for ds, col in (("imdb", "IMDB acc"), ("sst2", "SST-2 acc")):
+        seeds = [r.get("config") or {} for n, r in records.items() if re.fullmatch(rf"ch8_{ds}_longformer_s\d+", n)]
+        spans = [  # a classifier is bidirectional unless its record says causal=True
+            (_window(c), (c.get("data") or {}).get("max_len"), (c.get("model") or {}).get("causal")) for c in seeds
+        ]
+        if spans and all(T and (T if causal else T - 1) <= w for w, T, causal in spans):
+            out[col] = (min(w for w, _, _ in spans), int(max(T for _, T, _ in spans)))
+    if (rec := records.get("ch6_length_sweep")) is not None and rec["history"] is not None:
+        h = rec["history"]
+        lengths = h.loc[h["arch"] == "longformer", "seq_len"]
+        if len(lengths) and lengths.max() <= (w := _window(rec.get("config"))):
+            out["long-range acc"] = (w, int(lengths.max()))
+    return {c: out[c] for c in COLUMNS if c in out}
+
+
+def ladder_verdicts(sweep: dict) -> dict[str, tuple[str, str]]:
+    """Chapter 6's verdict on each rung of the outline's length ladder, from its record ``ch6_length_sweep``:
+    ``band -> (verdict, evidence)``, by chapter 6's rule (``seqlib.longrange``: family scores per band, ``judge``
+    with the tie tolerance and the chance floor). A band with no length measured is *qualified*: not measured, with
+    the verdict of the longest band measured as its evidence."""
+    from . import longrange as lr
+
+    df, cfg = sweep["history"], sweep["config"]
+    scores = lr.family_scores(df)
+    floor = lr.chance_floor(cfg["tasks"], cfg.get("task_options"))
+    out = {}
+    for band, relations in lr.LADDER.items():
+        if band in scores.index:
+            out[band] = lr.judge(scores.loc[band], relations, lr.TIE_TOLERANCE, floor)
+        else:
+            longest = scores.index[-1]
+            v, why = lr.judge(scores.loc[longest], relations, lr.TIE_TOLERANCE, floor)
+            out[band] = (
+                "qualified",
+                f"not measured: the longest length is {max(cfg.get('lengths') or df['seq_len'])}; in the longest band "
+                f"measured, {longest}: {v} ({why})",
+            )
+    return out

@@ -5,6 +5,8 @@
   sentence at a time (``seqlib.models.beam_search``), which is why chapter 9 runs it on a subset.
 * ``bleu_chrf(hyps, refs)``: corpus BLEU (Papineni et al., 2002) and chrF (Popovic, 2015) computed by sacrebleu
   (Post, 2018) on detokenized text, so that the scores do not depend on our BPE vocabulary.
+* ``translation_data(profile=None)``: the Multi30k splits and BPE tokenizers that ``run_translation`` trains and
+  scores on under a profile's settings (the same objects, loaded once per process).
 
 ``run`` is the ``Run`` returned by ``seqlib.experiments.run_translation``: ``run.model`` is an
 ``EncoderDecoder``, ``run.extra`` holds ``src_tokenizer`` and ``tgt_tokenizer`` (the BPE of each language).
@@ -20,7 +22,22 @@ import torch
 from .data import pad_right
 from .models import beam_search, greedy_decode
 
-__all__ = ["bleu_chrf", "cut_at_eos", "translate"]
+__all__ = ["bleu_chrf", "cut_at_eos", "translate", "translation_data"]
+
+
+def translation_data(profile: str | None = None):
+    """``(train, validation, test, src_tokenizer, tgt_tokenizer)``: the data ``run_translation`` uses under
+    ``profile``'s settings (default: the active profile), i.e. ``seqlib.data.load_translation("multi30k", ...)``
+    with the vocabulary size and languages of the ``translate_multi30k`` profile.
+
+    Loaded once per process and setting and shared with ``run_translation``: these are the very objects it trains
+    and scores on, so treat them as read-only.
+    """
+    from . import profiles
+    from .experiments import _load_translation_cached  # imported here: seqlib.experiments imports this module
+
+    data = profiles.get("translate_multi30k", profile)["data"]
+    return _load_translation_cached(data["vocab_size"], data["src_lang"], data["tgt_lang"])
 
 
 def cut_at_eos(ids: Sequence[int], eos_id: int) -> list[int]:

@@ -79,6 +79,20 @@ def test_plot_loss_curves():
         plots.plot_loss_curves(hist, y="val_ppl")
 
 
+def test_plot_loss_curves_labels_the_loss_with_its_unit():
+    hist = {"lstm": _history()}
+    label = plots.plot_loss_curves(hist).axes[0].get_ylabel()
+    assert label == "validation loss (nats per token)"
+    # the thin training-loss lines share the axis: the label must not claim validation loss only
+    label = plots.plot_loss_curves(hist, show_train=True, per="character").axes[0].get_ylabel()
+    assert label == "loss (nats per character)"
+    label = plots.plot_loss_curves(hist, y="train_loss", per="example").axes[0].get_ylabel()
+    assert label == "training loss (nats per example)"
+    hist["lstm"]["val_accuracy"] = 0.5
+    assert plots.plot_loss_curves(hist, y="val_accuracy").axes[0].get_ylabel() == "val accuracy"
+    plt.close("all")
+
+
 def test_plot_scaling_shows_fitted_exponents():
     n = np.array([128, 256, 512, 1024, 2048])
     df = pd.concat(

@@ -12,6 +12,7 @@ from seqlib.models.ssm import (
     fft_conv,
     linear_scan,
     reverse_padded,
+    s4d_kernel,
     selective_scan_chunked,
     selective_scan_ref,
 )
@@ -119,6 +120,39 @@ def test_mamba_bidirectional_rejects_left_padding():
     x, mask = inputs()
     with pytest.raises(ValueError, match="right-padded"):
         m(x, mask.flip(1))
+
+
+def test_s4d_discretize_gives_the_recurrence_and_kernel_of_the_layer():
+    """The public parameters: the recurrence written with them, the FFT convolution with their kernel and the layer's
+    own pre-output signal agree; the N // 2 complex states stand for N states in conjugate pairs (hence 2 Re)."""
+    m = make("s4")
+    p = m.discretize(torch.float64)
+    H, N2 = D, m.d_state // 2
+    assert p.dtA.shape == p.Abar.shape == p.Bbar.shape == (H, N2) and p.C.shape == (1, H, N2) and p.D.shape == (H,)
+    assert p.Abar.dtype == torch.complex128 and p.D.dtype == torch.float64
+    torch.testing.assert_close(p.Abar, torch.exp(p.dtA))
+    assert (p.Abar.abs() < 1).all()  # Re A < 0: a stable recurrence
+    dtA, Abar, Bbar, C, Dskip = p  # a tuple as well
+    u = torch.randn(2, H, T, dtype=torch.float64)  # (B, H, L)
+    # the system of all N states: every pair's parameters and their conjugates
+    A_N, B_N, C_N = (torch.cat([z, z.conj()], -1) for z in (Abar, Bbar, C[0]))  # (H, N)
+    x, x_N, ys, ys_N = torch.zeros(2, H, N2, dtype=Abar.dtype), torch.zeros(2, H, 2 * N2, dtype=Abar.dtype), [], []
+    for t in range(T):
+        x = Abar * x + Bbar * u[:, :, t, None]
+        ys.append(2 * (C[0] * x).sum(-1).real + Dskip * u[:, :, t])
+        x_N = A_N * x_N + B_N * u[:, :, t, None]
+        ys_N.append((C_N * x_N).sum(-1) + Dskip * u[:, :, t])
+    y_loop, y_N = torch.stack(ys, -1), torch.stack(ys_N, -1)
+    torch.testing.assert_close(x_N[..., N2:], x_N[..., :N2].conj())  # the states of a pair stay conjugate
+    torch.testing.assert_close(y_N.imag, torch.zeros_like(y_loop), **TOL)  # so the N-state output is real
+    torch.testing.assert_close(y_N.real, y_loop, **TOL)  # and equals 2 Re over one state per pair
+    y_fft = fft_conv(u, s4d_kernel(dtA, C[0] * Bbar, T)) + Dskip[:, None] * u
+    torch.testing.assert_close(y_fft, y_loop, **TOL)
+    with torch.no_grad():  # the layer computes the same signal before its GLU output
+        torch.testing.assert_close(m(u.transpose(1, 2)), m._output(y_loop.transpose(1, 2), torch.float64), **TOL)
+    g = torch.autograd.grad(m.discretize(torch.float64).Abar.real.sum(), m.log_dt)[0]
+    assert torch.isfinite(g).all() and g.abs().sum() > 0  # differentiable in the parameters
+    assert m.discretize().Abar.dtype == torch.complex64  # float32 by default
 
 
 def test_fft_conv_matches_direct_convolution():

@@ -180,3 +180,76 @@ def test_reading_every_record_depends_on_which_records_there_are(tmp_path, monke
     assert [results.ALL_RECORDS, "full"] in deps["records"] and ["ch7_char_lstm", "full"] in deps["records"]
     results.record("ch7_char_gru", {"val_loss": 1.0}, profile="full")  # a new record: the table changes
     assert results.dependency_hash(deps) != deps["hash"]
+
+
+def test_a_translation_model_of_two_mixers_has_a_row_of_its_own(tmp_path):
+    def translate(arch, bleu, **model):
+        cfg = {"data": {"max_len": 32}, "model": {"d_model": 32, **model}}
+        results.record(f"ch9_translate_{arch}", {"test_bleu": bleu}, config=cfg, profile="smoke", results_dir=tmp_path)
+
+    translate("lstm", 10.0)
+    translate("cnn", 12.0, decoder="transformer")  # chapter 9's CNN encoder with a Transformer decoder
+    translate("transformer", 14.0, decoder="transformer")
+    _write(tmp_path, "ch8_sst2_cnn_s0", {"val_accuracy": 0.6})  # the CNN classifier: the CNN's own row
+    t = summary.comparison_table(summary.collect(results_dir=tmp_path))
+    row = "cnn_encoder_transformer_decoder"
+    assert t.loc[row, "Multi30k BLEU"] == 12.0 and math.isnan(t.loc["cnn", "Multi30k BLEU"])
+    assert t.loc["lstm", "Multi30k BLEU"] == 10.0 and t.loc["transformer", "Multi30k BLEU"] == 14.0
+    assert list(t.index) == ["lstm", "cnn", row, "transformer"]  # after the encoder's row
+    assert summary.row_label(row) == "CNN encoder + Transformer decoder"
+    assert summary.row_label("lstm") == "LSTM" and summary.row_label("gru_encoder_lstm_decoder") == (
+        "GRU encoder + LSTM decoder"
+    )
+
+
+def test_full_window_columns_compare_the_window_with_every_sequence(tmp_path):
+    def rec(name, data, window=None, history=None):
+        model = {"d_model": 32, **({"window": window} if window else {})}
+        results.record(
+            name, {"val_loss": 1.0, "val_accuracy": 0.5}, config={"data": data, "model": model},
+            history=history, profile="smoke", results_dir=tmp_path,
+        )  # fmt: skip
+
+    rec("ch7_char_longformer", {"seq_len": 64})  # the default window, 64: causal, 64 tokens fit
+    rec("ch7_word_longformer", {"seq_len": 128})  # 128 > 64: a band
+    rec("ch8_sst2_longformer_s0", {"max_len": 65})  # bidirectional: |i - j| <= 64 spans 65 tokens
+    rec("ch8_sst2_longformer_s1", {"max_len": 65})
+    rec("ch8_imdb_longformer_s0", {"max_len": 32})
+    rec("ch8_imdb_longformer_s1", {"max_len": 66})  # one seed longer than the window: not the same model
+    sweep = pd.DataFrame({"arch": ["longformer", "longformer", "lstm"], "seq_len": [32, 48, 512], "accuracy": 0.5})
+    rec("ch6_length_sweep", {}, history=sweep)  # the LSTM's longer run does not matter
+    spans = summary.full_window_columns(summary.collect(results_dir=tmp_path))
+    assert spans == {"char bits/char": (64, 64), "SST-2 acc": (64, 65), "long-range acc": (64, 48)}
+    rec("ch7_char_longformer", {"seq_len": 64}, window=32)  # a window option in the record's model
+    assert "char bits/char" not in summary.full_window_columns(summary.collect(results_dir=tmp_path))
+    cfg = {"data": {"max_len": 65}, "model": {"causal": True}}  # a causal classifier sees at most 64 tokens back
+    results.record("ch8_sst2_longformer_s1", {"val_accuracy": 0.5}, config=cfg, profile="smoke", results_dir=tmp_path)
+    assert "SST-2 acc" not in summary.full_window_columns(summary.collect(results_dir=tmp_path))
+    assert summary.full_window_columns({}) == {}
+
+
+def test_ladder_verdicts_follow_chapter_6s_rule(tmp_path):
+    from seqlib import longrange as lr
+
+    tasks = ["selective_copying", "associative_recall"]
+    opts = {"selective_copying": {"n_tokens": 4, "vocab_size": 10}, "associative_recall": {"n_pairs": 4}}
+    rows = []
+    for arch, acc in (("lstm", 0.4), ("cnn", 0.9), ("transformer", 0.95), ("longformer", 0.6), ("mamba", 0.5)):
+        for task in tasks:
+            for n in (64, 600):
+                rows.append({"arch": arch, "task": task, "seq_len": n, "accuracy": acc})
+    cfg = {"tasks": tasks, "task_options": opts, "lengths": [64, 600]}
+    results.record(
+        "ch6_length_sweep", {}, config=cfg, history=pd.DataFrame(rows), profile="smoke", results_dir=tmp_path
+    )
+    sweep = summary.collect(results_dir=tmp_path)["ch6_length_sweep"]
+    verdicts = summary.ladder_verdicts(sweep)
+    assert list(verdicts) == list(lr.LADDER)
+    scores = lr.family_scores(sweep["history"])
+    floor = lr.chance_floor(tasks, opts)
+    for band in ("short (<512)", "medium (512-2K)"):  # measured: chapter 6's judge on its family scores
+        assert verdicts[band] == lr.judge(scores.loc[band], lr.LADDER[band], lr.TIE_TOLERANCE, floor)
+    assert verdicts["short (<512)"][0] == "confirmed"  # Transformer ≈ CNN > RNN
+    for band in ("long (2K-8K)", "very long (>8K)"):  # not measured
+        verdict, why = verdicts[band]
+        assert verdict == "qualified" and why.startswith("not measured: the longest length is 600;")

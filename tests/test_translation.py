@@ -9,7 +9,7 @@ import torch
 
 from seqlib.data import train_bpe
 from seqlib.models import beam_search, build_model, greedy_decode
-from seqlib.translation import bleu_chrf, cut_at_eos, translate
+from seqlib.translation import bleu_chrf, cut_at_eos, translate, translation_data
 
 EN = ["a man rides a horse", "two dogs play in the snow", "a woman is reading a book", "children run on a beach"]
 DE = [
@@ -94,3 +94,32 @@ def test_beam_of_one_is_greedy(tiny_run):
         ids = dict(bos_id=tgt_tok.bos_id, eos_id=tgt_tok.eos_id, max_len=8)
         greedy = cut_at_eos(greedy_decode(model, src, mask, **ids)[0].tolist(), tgt_tok.eos_id)
         assert beam_search(model, src, mask, beam_size=1, **ids)[0] == greedy
+
+
+def test_translation_data_is_what_run_translation_uses(monkeypatch):
+    """The profile's vocabulary size and languages, loaded once, through the cache run_translation reads."""
+    import seqlib.data
+    from seqlib import experiments, profiles
+
+    calls = []
+
+    def fake_load_translation(name, vocab_size, src_lang, tgt_lang):
+        calls.append((name, vocab_size, src_lang, tgt_lang))
+        return ([], [], [], object(), object())
+
+    experiments._load_translation_cached.cache_clear()
+    monkeypatch.setattr(seqlib.data, "load_translation", fake_load_translation)
+    try:
+        expected = []
+        for profile in ("smoke", "full"):
+            data = profiles.get("translate_multi30k", profile)["data"]
+            got = translation_data(profile)
+            assert len(got) == 5 and translation_data(profile) is got  # loaded once per setting
+            same_cache = experiments._load_translation_cached(data["vocab_size"], data["src_lang"], data["tgt_lang"])
+            assert same_cache is got  # the objects run_translation trains on
+            expected.append(("multi30k", data["vocab_size"], data["src_lang"], data["tgt_lang"]))
+        assert calls == expected
+        monkeypatch.setenv("SEQLIB_PROFILE", "smoke")
+        assert translation_data() is translation_data("smoke")  # default: the active profile
+    finally:
+        experiments._load_translation_cached.cache_clear()

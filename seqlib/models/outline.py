@@ -58,7 +58,10 @@ class TransformerModel(nn.Module):
         check_tokens(x, self.vocab_size)
         T = x.shape[1]
         if T > self.max_len:
-            raise ValueError(f"sequence length {T} exceeds the learned position table (max_len={self.max_len})")
+            raise ValueError(
+                f"sequence of length {T} exceeds the learned position table "
+                f"(max_len={self.max_len}); build the model with a larger max_len"
+            )
         h = self.embed(x) + self.pos(torch.arange(T, device=x.device))  # (B, T, D)
         mask = nn.Transformer.generate_square_subsequent_mask(T, device=x.device) if self.causal else None
         return self.fc(self.transformer(h, mask=mask, is_causal=self.causal))  # (B, T, V)

@@ -11,9 +11,12 @@ nothing depends on the input, the output is a convolution with a kernel computed
 
     y = K * u + D u        K_l = 2 Re( sum_n C_n Bbar_n Abar_n^l )       (a Vandermonde product, l = 0..L-1)
 
-*Real part trick*: complex states come in conjugate pairs, so ``d_state`` real numbers are stored as
-``d_state // 2`` complex states and the output takes ``2 Re(.)``. ``forward_fast`` builds ``K`` and convolves
-with the FFT (zero-padded to ``2L``, so the circular convolution is causal); ``forward_reference`` runs the
+*Real part trick*: for a real input to give a real output, the ``N = d_state`` diagonal entries of ``A`` (and those
+of ``B`` and ``C``) come in complex-conjugate pairs; the two states of a pair then stay conjugate, so the ``N``
+states are stored as ``N // 2`` complex ones, one per pair, and the output sums each pair as ``2 Re(.)`` of one term
+(``N`` real numbers of state per channel, as a real system of size ``N``). ``discretize()`` returns
+``dtA, Abar, Bbar, C, D``, the public view of what every path computes with. ``forward_fast`` builds ``K`` and
+convolves with the FFT (zero-padded to ``2L``, so the circular convolution is causal); ``forward_reference`` runs the
 recurrence in complex arithmetic. ``causal=False`` adds a second kernel run backwards over strictly later
 tokens (``y_t += sum_{s>t} K'_{s-t-1} u_s``); padded inputs are zeroed so they contribute nothing.
 As in S4D's block the output is ``GLU(W GELU(y))``. Streaming state: the complex ``x`` of every channel,
@@ -46,7 +49,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -101,6 +104,16 @@ def fft_conv(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return y[..., :L]
 
 
+class DiscreteSSM(NamedTuple):
+    """An S4D layer's discretised parameters (``S4DMixer.discretize``): per channel h and conjugate pair n."""
+
+    dtA: torch.Tensor  # (H, N2) complex: the step times A
+    Abar: torch.Tensor  # (H, N2) complex: exp(dtA), the zero-order hold
+    Bbar: torch.Tensor  # (H, N2) complex: (exp(dtA) - 1) / A * B
+    C: torch.Tensor  # (n_dir, H, N2) complex
+    D: torch.Tensor  # (H,) real: the skip connection
+
+
 class S4DMixer(Mixer):
     """Diagonal state space layer, S4D-Lin (registry name ``"s4"``).
 
@@ -136,8 +149,15 @@ class S4DMixer(Mixer):
         self.D = nn.Parameter(torch.randn(H))
         self.out = nn.Linear(H, 2 * H)  # GLU halves it back to H
 
-    def _ssm(self, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
-        """Discretised parameters: dtA, Abar, Bbar (H, N2) complex, C (n_dir, H, N2) complex, D (H,) real."""
+    def discretize(self, dtype: torch.dtype = torch.float32) -> DiscreteSSM:
+        """The layer's discretised parameters (``dtA, Abar, Bbar, C, D``) in ``dtype``'s compute precision.
+
+        ``dtA``, ``Abar = exp(dtA)`` and ``Bbar`` are (H, N2) complex, one entry per conjugate pair of states
+        (N2 = d_state // 2); ``C`` is (n_dir, H, N2) complex (``C[1]`` reads the backward state when
+        ``causal=False``); ``D`` is (H,) real. With them, a channel's recurrence is
+        ``x_t = Abar x_{t-1} + Bbar u_t``, ``y_t = 2 Re(sum_n C_n x_t,n) + D u_t``, and its convolution kernel
+        ``s4d_kernel(dtA, C * Bbar, L)``. Autograd flows back to the parameters.
+        """
         real = _compute_dtype(dtype)
         log_dt, log_A_real, A_imag, B, C = (
             p.to(real) for p in (self.log_dt, self.log_A_real, self.A_imag, self.B, self.C)
@@ -146,7 +166,7 @@ class S4DMixer(Mixer):
         dtA = A * torch.exp(log_dt)[:, None]
         Abar = torch.exp(dtA)  # zero-order hold
         Bbar = (Abar - 1) / A * torch.view_as_complex(B.contiguous())
-        return dtA, Abar, Bbar, torch.view_as_complex(C.contiguous()), self.D.to(real)
+        return DiscreteSSM(dtA, Abar, Bbar, torch.view_as_complex(C.contiguous()), self.D.to(real))
 
     def _output(self, y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         return F.glu(self.out(F.gelu(y.to(dtype))), dim=-1)
@@ -154,7 +174,7 @@ class S4DMixer(Mixer):
     def forward_fast(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         L = x.shape[1]
         with torch.autocast(x.device.type, enabled=False):
-            dtA, _, Bbar, C, D = self._ssm(x.dtype)
+            dtA, _, Bbar, C, D = self.discretize(x.dtype)
             u = zero_padding(x, None if self.causal else mask).transpose(1, 2).to(D.dtype)  # (B, H, L)
             K = s4d_kernel(dtA, C * Bbar, L)  # (n_dir, H, L)
             k = K[0] if self.causal else F.pad(K[0], (0, L)) + F.pad(K[1].flip(-1), (L, 0))  # (H, L) or (H, 2L)
@@ -163,7 +183,7 @@ class S4DMixer(Mixer):
 
     def forward_reference(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):
-            _, Abar, Bbar, C, D = self._ssm(x.dtype)
+            _, Abar, Bbar, C, D = self.discretize(x.dtype)
             u = zero_padding(x, None if self.causal else mask).to(D.dtype)  # (B, L, H)
             s = torch.zeros(*u.shape[::2], Abar.shape[-1], dtype=Abar.dtype, device=x.device)  # (B, H, N2)
             ys = []
@@ -188,7 +208,7 @@ class S4DMixer(Mixer):
     def step(self, x_t: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
         self.check_step_input(x_t)
         with torch.autocast(x_t.device.type, enabled=False):
-            _, Abar, Bbar, C, D = self._ssm(x_t.dtype)
+            _, Abar, Bbar, C, D = self.discretize(x_t.dtype)
             u = x_t.to(D.dtype)  # (B, H)
             s = Abar * state + Bbar * u[..., None]  # (B, H, N2)
             y = 2 * (C[0] * s).sum(-1).real + D * u
