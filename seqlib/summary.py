@@ -312,7 +312,7 @@ def ladder_verdicts(sweep: dict) -> dict[str, tuple[str, str]]:
             v, why = lr.judge(scores.loc[longest], relations, lr.TIE_TOLERANCE, floor)
             out[band] = (
                 "qualified",
-                f"not measured: the longest length is {max(cfg.get('lengths') or df['seq_len'])}; in the longest band "
-                f"measured, {longest}: {v} ({why})",
+                f"not measured: the longest length is {max(cfg.get('lengths') or df['seq_len']):,}; "
+                f"in the longest band measured, {longest}: {v} ({why})",
             )
     return out
