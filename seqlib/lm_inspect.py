@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
@@ -111,18 +112,25 @@ def plot_attention_heads(weights: torch.Tensor, labels: Sequence[str], *, title:
     if weights.dim() != 3 or weights.shape[1] != weights.shape[2] or weights.shape[1] != len(labels):
         raise ValueError(f"weights must be (H, T, T) with T = len(labels) = {len(labels)}, got {tuple(weights.shape)}")
     n_heads = weights.shape[0]
-    fig, axes = plt.subplots(1, n_heads, figsize=(3.2 * n_heads + 0.8, 3.6), squeeze=False, layout="constrained")
+    ncols = n_heads if n_heads <= 2 else 2  # more heads: a grid two wide, so the labels stay readable on a page
+    nrows = math.ceil(n_heads / ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(3.6 * ncols + 0.8, 3.6 * nrows + 0.4), squeeze=False, layout="constrained"
+    )
     shown = [repr(c)[1:-1] if c.isspace() else c for c in labels]
-    for h, ax in enumerate(axes[0]):
+    for h, ax in enumerate(axes.flat):
+        if h >= n_heads:
+            ax.set_visible(False)
+            continue
         im = ax.imshow(weights[h].float().cpu().numpy(), cmap="viridis", vmin=0.0, vmax=1.0)
-        ax.set_xticks(range(len(labels)), shown, fontsize=7, fontfamily="monospace")
-        ax.set_yticks(range(len(labels)), shown, fontsize=7, fontfamily="monospace")
+        ax.set_xticks(range(len(labels)), shown, fontsize=9, fontfamily="monospace")
+        ax.set_yticks(range(len(labels)), shown, fontsize=9, fontfamily="monospace")
         ax.grid(False)
         ax.set_title(f"head {h}")
         ax.set_xlabel("key (attended to)")
-        if h == 0:
+        if h % ncols == 0:
             ax.set_ylabel("query (predicting the next)")
-    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="attention weight")
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="attention weight")
     if title:
         fig.suptitle(title)
     return fig

@@ -6,6 +6,10 @@ architecture is its colour *and* its marker *and* its line style: one colour per
 convolutional, attention, hybrid attention, linear attention / RWKV, state space), a line style
 and a marker per member. Every marker is different, so a figure stays readable in grey.
 
+Names outside ``ARCH_STYLE`` (variants such as "learned" or "RoPE") get greys, told apart by line style and
+marker; a caller can pass its own styles (``styles=``). Log axes are labelled with plain numbers
+(``plain_log_ticks``), not "2×10⁰".
+
 The functions return the ``matplotlib`` Figure. No backend is forced: matplotlib itself falls back to a
 non-interactive backend when there is no display, and notebooks keep their inline backend.
 """
@@ -21,6 +25,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import Formatter
 
 from .bench import fit_power_law
 
@@ -32,6 +38,7 @@ __all__ = [
     "arch_color",
     "arch_label",
     "arch_style",
+    "plain_log_ticks",
     "plot_loss_curves",
     "plot_scaling",
     "plot_accuracy_vs_length",
@@ -75,7 +82,13 @@ ARCH_STYLE: dict[str, ArchStyle] = {
     "mamba": ArchStyle(_O["black"], ">", "-", "Mamba"),
 }
 
-_FALLBACK_MARKERS = ["8", "H", "1", "2", "3", "4", "+", "x"]
+# Names outside ARCH_STYLE: every Okabe-Ito colour but yellow (too pale) is taken by a family, so greys of three
+# shades; four line styles and markers unlike each other tell up to eight such lines apart.
+_FALLBACK_COLORS = ["#444444", "#888888", "#222222"]
+_FALLBACK_LINESTYLES = ["-", "--", ":", "-."]
+_FALLBACK_MARKERS = ["o", "s", "^", "x", "D", "v", "+", "*"]
+#: the fitted power laws of ``plot_scaling``: sparse dots, a style no architecture uses
+FIT_LINESTYLE = (0, (1, 4))
 
 
 def use_style(context: str = "notebook") -> None:
@@ -111,10 +124,93 @@ def arch_label(name: str) -> str:
 
 
 def arch_style(name: str, index: int = 0) -> ArchStyle:
-    """The style of ``name``; a name outside ``ARCH_STYLE`` (a variant) gets a grey style by ``index``."""
+    """The style of ``name``; a name outside ``ARCH_STYLE`` (a variant) gets a grey style by ``index``.
+
+    Different indices give different line styles and markers (and grey shades), so variants plotted together
+    stay apart; pass each its position in the figure.
+    """
     if name in ARCH_STYLE:
         return ARCH_STYLE[name]
-    return ArchStyle("#777777", _FALLBACK_MARKERS[index % len(_FALLBACK_MARKERS)], "-.", str(name))
+    return ArchStyle(
+        _FALLBACK_COLORS[index % len(_FALLBACK_COLORS)],
+        _FALLBACK_MARKERS[index % len(_FALLBACK_MARKERS)],
+        _FALLBACK_LINESTYLES[index % len(_FALLBACK_LINESTYLES)],
+        str(name),
+    )
+
+
+def _style(name, index: int, styles: Mapping[str, ArchStyle] | None) -> ArchStyle:
+    """The caller's style for ``name`` if it gave one, else ``arch_style``."""
+    if styles is not None and name in styles:
+        return ArchStyle(*styles[name])
+    return arch_style(str(name), index)
+
+
+def _plain_number(x: float) -> str:
+    """A tick value as written in prose: 0.6, 2, 128, 65,536."""
+    if float(x).is_integer():
+        return f"{x:,.0f}"
+    return f"{x:,.6g}"
+
+
+def _power_text(x: float) -> str:
+    """A tick value far from 1 in mathtext: 10^k, 2^k, or m×10^k."""
+    k10 = math.log10(x)
+    if abs(k10 - round(k10)) < 1e-9:
+        return rf"$\mathdefault{{10^{{{round(k10)}}}}}$"
+    k2 = math.log2(x)
+    if abs(k2 - round(k2)) < 1e-9:
+        return rf"$\mathdefault{{2^{{{round(k2)}}}}}$"
+    e = math.floor(k10)
+    return rf"$\mathdefault{{{x / 10**e:g}\times10^{{{e}}}}}$"
+
+
+class PlainLogFormatter(Formatter):
+    """Tick labels for a log axis: plain numbers ("0.6", "2", "1,024") while the axis stays within
+    [0.001, 10⁶), powers (10⁻⁶, 2²⁰) beyond, so one axis never mixes the two.
+
+    ``minor``: label every minor tick while the axis spans under 0.4 of a decade (it may have no major tick), those
+    with a leading 2, 3 or 5 up to 1.2 decades, those with a leading 3 up to 2.5 (an axis of one or two major ticks
+    still reads), none beyond.
+    """
+
+    PLAIN_RANGE = (1e-3, 1e6)
+
+    def __init__(self, minor: bool = False):
+        self.minor = minor
+
+    def _span(self) -> tuple[float, float]:
+        lo, hi = sorted(self.axis.get_view_interval()) if self.axis is not None else (1.0, 10.0)
+        return max(lo, 1e-300), max(hi, 1e-300)
+
+    def __call__(self, x, pos=None) -> str:
+        if not np.isfinite(x) or x <= 0:
+            return ""
+        lo, hi = self._span()
+        if self.minor:
+            decades = math.log10(hi / lo)
+            lead = round(x / 10 ** math.floor(math.log10(x) + 1e-9), 6)
+            shown = (1, 2, 3, 5) if decades <= 1.2 else (3,) if decades <= 2.5 else ()
+            if decades > 0.4 and lead not in shown:
+                return ""
+        if self.PLAIN_RANGE[0] <= lo and hi < self.PLAIN_RANGE[1]:
+            return _plain_number(x)
+        return _power_text(x)
+
+
+def plain_log_ticks(ax, axis: str = "both"):
+    """Label the log-scaled axes of ``ax`` (``axis``: "x", "y" or "both") with plain numbers (``PlainLogFormatter``).
+
+    Linear axes are left alone, so this can be called on any axes after its scales are set. Returns ``ax``.
+    """
+    if axis not in ("x", "y", "both"):
+        raise ValueError(f"axis must be 'x', 'y' or 'both', got {axis!r}")
+    for name in ("x", "y") if axis == "both" else (axis,):
+        a = ax.xaxis if name == "x" else ax.yaxis
+        if a.get_scale() == "log":
+            a.set_major_formatter(PlainLogFormatter())
+            a.set_minor_formatter(PlainLogFormatter(minor=True))
+    return ax
 
 
 def _new_ax(ax):
@@ -136,7 +232,8 @@ def _legend(ax, handles=None, labels=None, grow: bool = True) -> None:
         if grow:
             ax.figure.set_figwidth(ax.figure.get_figwidth() + 0.09 * max(len(str(lab)) for lab in labels))
     else:
-        ax.legend(handles, labels, fontsize="small")
+        # framed: with no frame (the style's default) a line through the legend runs through its text
+        ax.legend(handles, labels, fontsize="small", frameon=True, framealpha=0.9, edgecolor="none")
 
 
 def plot_loss_curves(
@@ -149,10 +246,13 @@ def plot_loss_curves(
     title: str | None = None,
     ax=None,
     per: str = "token",
+    styles: Mapping[str, ArchStyle] | None = None,
 ) -> Figure:
     """One line per run (``histories``: name -> the trainer's history); ``x`` "step" or "time" (seconds).
 
-    ``show_train`` adds each run's ``train_loss`` as a thin line of the same colour. The y axis is labelled
+    ``show_train`` adds each run's ``train_loss`` as a thin line of the same colour, with one legend entry for
+    them all. ``styles``: name -> ``ArchStyle`` for names the caller styles itself (variants of one
+    architecture); other names get ``arch_style``. The y axis is labelled
     with the loss's unit: the trainer's losses are cross-entropies in nats, averaged per token for language
     models and translation (``per="character"``, ``"word"``, ``"subword"`` where the tokens are those), per
     example for classifiers (``per="example"``). A ``y`` that is not a loss column is labelled with its name.
@@ -162,7 +262,7 @@ def plot_loss_curves(
         for col in (x, y):
             if col not in h:
                 raise KeyError(f"history of {name!r} has no column {col!r}; columns: {list(h.columns)}")
-        s = arch_style(name, i)
+        s = _style(name, i, styles)
         pts = h[[x, y]].dropna()
         ax.plot(
             pts[x],
@@ -179,9 +279,14 @@ def plot_loss_curves(
     ax.set_ylabel(_loss_label(y, show_train, per))
     if logy:
         ax.set_yscale("log")
+        plain_log_ticks(ax, "y")
     if title:
         ax.set_title(title)
-    _legend(ax, grow=own)
+    handles, labels = ax.get_legend_handles_labels()
+    if show_train and y != "train_loss":  # a key for the thin lines (drawn in each run's colour)
+        handles.append(Line2D([], [], color="0.4", lw=0.8))
+        labels.append("training loss (thin line)")
+    _legend(ax, handles, labels, grow=own)
     return fig
 
 
@@ -219,35 +324,51 @@ def plot_scaling(
     ylabel: str | None = None,
     title: str | None = None,
     ax=None,
+    styles: Mapping[str, ArchStyle] | None = None,
 ) -> Figure:
     """Log-log ``y`` against ``x``, one line per ``hue``, with the fitted exponent in the legend.
 
-    Rows whose ``status`` is not "ok" (out of memory, too slow) and missing values are left out; the
-    fit (``seqlib.bench.fit_power_law``, longest ``tail`` of the lengths) is drawn dotted.
+    Rows whose ``status`` is not "ok" (out of memory, too slow) and missing values are left out. The fit
+    (``seqlib.bench.fit_power_law``, longest ``tail`` of the lengths) is drawn as a faint, sparsely dotted line
+    in the line's colour (``FIT_LINESTYLE``, a style no architecture uses) over every length measured, so its
+    departure from the data at short lengths shows; the legend has one entry for the fits. Ticks are plain
+    numbers (``plain_log_ticks``). ``styles``: as in ``plot_loss_curves``.
     """
     for col in (x, y):
         if col not in df:
             raise KeyError(f"no column {col!r}; columns: {list(df.columns)}")
     own, (fig, ax) = ax is None, _new_ax(ax)
     ok = df if "status" not in df else df[df["status"] == "ok"]
+    fitted = False
     for i, (name, g) in enumerate(_groups(ok, hue, x)):
         g = g[[x, y]].apply(pd.to_numeric, errors="coerce").dropna().sort_values(x)
-        s = arch_style(str(name), i)
+        s = _style(name, i, styles)
         label = s.label
         if fit and g[x].nunique() >= 2:
             k, c = fit_power_law(g[x], g[y], tail=tail)
             label = f"{label} (slope {k if abs(k) >= 0.005 else 0.0:.2f})"  # no "-0.00"
-            xs = np.geomspace(g[x].iloc[-max(2, math.ceil(tail * len(g))) :].min(), g[x].max(), 50)  # fitted range
-            ax.plot(xs, c * xs**k, color=s.color, ls=":", lw=1)
-        ax.plot(g[x], g[y], color=s.color, ls=s.linestyle, marker=s.marker, label=label)
+            xs = np.geomspace(g[x].min(), g[x].max(), 50)  # fitted on the longest lengths, drawn over all
+            ax.plot(xs, c * xs**k, color=s.color, ls=FIT_LINESTYLE, lw=2, alpha=0.6, zorder=1.5)
+            fitted = True
+        ax.plot(g[x], g[y], color=s.color, ls=s.linestyle, marker=s.marker, label=label, zorder=2)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("sequence length" if x == "seq_len" else x)
     ax.set_ylabel(ylabel or {"median_ms": "time (ms)", "peak_mem_bytes": "peak memory (bytes)"}.get(y, y))
+    plain_log_ticks(ax)
     if title:
         ax.set_title(title)
-    _legend(ax, grow=own)
+    handles, labels = ax.get_legend_handles_labels()
+    if fitted:
+        handles.append(Line2D([], [], color="0.3", ls=FIT_LINESTYLE, lw=2, alpha=0.6))
+        labels.append(_fit_label(tail))
+    _legend(ax, handles, labels, grow=own)
     return fig
+
+
+def _fit_label(tail: float) -> str:
+    part = "half" if tail == 0.5 else f"{tail:.0%}"
+    return f"power law fitted to the longest {part}" if tail < 1 else "power law fitted to all lengths"
 
 
 def plot_accuracy_vs_length(
@@ -259,36 +380,53 @@ def plot_accuracy_vs_length(
     col: str | None = None,
     chance: float | Mapping[str, float] | None = None,
     title: str | None = None,
+    ylim: tuple[float, float] | None = None,
+    styles: Mapping[str, ArchStyle] | None = None,
+    panel_width: float = 3.2,
 ) -> Figure:
     """Accuracy against sequence length (log x), one line per ``hue``, one panel per value of ``col``.
 
-    ``chance``: a dashed line at the chance level (one number, or one per ``col`` value).
+    ``chance``: a dashed line at the chance level (one number, or one per ``col`` value). ``ylim``: the y range,
+    by default (-0.02, 1.02) when every ``y`` lies in [0, 1] (an accuracy), else matplotlib's. Panels are
+    ``panel_width`` inches wide (titled with the ``col`` value, underscores as spaces); one legend for all of
+    them goes below the panels. ``styles``: as in ``plot_loss_curves``.
     """
     for c in (x, y) + ((col,) if col else ()):
         if c not in df:
             raise KeyError(f"no column {c!r}; columns: {list(df.columns)}")
     panels = [("", df)] if col is None else list(df.groupby(col, sort=False))
-    fig, axes = plt.subplots(
-        1, len(panels), figsize=(4.2 * len(panels) + 2, 3.8), sharey=True, squeeze=False, layout="constrained"
-    )
+    width = max(panel_width * len(panels), 5.0)  # one panel alone still leaves room for its legend
+    fig, axes = plt.subplots(1, len(panels), figsize=(width, 3.4), sharey=True, squeeze=False, layout="constrained")
     for ax, (panel, pdf) in zip(axes[0], panels, strict=True):
         for i, (name, g) in enumerate(_groups(pdf, hue, x)):
             g = g.sort_values(x)
-            s = arch_style(str(name), i)
+            s = _style(name, i, styles)
             ax.plot(g[x], g[y], color=s.color, ls=s.linestyle, marker=s.marker, label=s.label)
         level = chance.get(panel) if isinstance(chance, Mapping) else chance
         if level is not None:
             ax.axhline(level, color="0.5", ls="--", lw=1, label="chance")
         ax.set_xscale("log", base=2)
+        plain_log_ticks(ax, "x")
         ax.set_xlabel("sequence length" if x == "seq_len" else x)
         if col is not None:
-            ax.set_title(str(panel))
+            ax.set_title(str(panel).replace("_", " "))
     axes[0][0].set_ylabel(y.replace("_", " "))
+    values = pd.to_numeric(df[y], errors="coerce").dropna()
+    if ylim is None and len(values) and values.between(0, 1).all():
+        ylim = (-0.02, 1.02)
+    if ylim is not None:
+        axes[0][0].set_ylim(*ylim)  # shared by every panel
     legend = {}  # label -> handle, over every panel (a panel may lack an architecture)
     for ax in axes[0]:
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             legend.setdefault(lab, h)
-    _legend(axes[0][-1], list(legend.values()), list(legend.keys()))
+    if legend:
+        # about 0.55 in of handle and padding plus 0.075 in per character at the small legend size
+        entry = 0.55 + 0.075 * max(len(lab) for lab in legend)
+        ncol = max(1, min(len(legend), int(width // entry)))
+        rows = math.ceil(len(legend) / ncol)
+        fig.set_figheight(fig.get_figheight() + 0.25 * rows + 0.1)  # the legend's room, not the panels'
+        fig.legend(list(legend.values()), list(legend), loc="outside lower center", ncol=ncol, fontsize="small")
     if title:
         fig.suptitle(title)
     return fig

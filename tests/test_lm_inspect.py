@@ -55,3 +55,12 @@ def test_plot_attention_heads_checks_shape():
     assert len(fig.axes) == 3  # two heads and a colour bar
     with pytest.raises(ValueError, match="labels"):
         plot_attention_heads(torch.rand(2, 3, 3), list("ab"))
+
+
+def test_plot_attention_heads_wraps_more_than_two_heads():
+    fig = plot_attention_heads(torch.rand(3, 4, 4).softmax(-1), list("abcd"))
+    heads = [ax for ax in fig.axes if ax.get_visible() and ax.get_title().startswith("head")]
+    assert [ax.get_title() for ax in heads] == ["head 0", "head 1", "head 2"]
+    assert fig.get_figwidth() < 9  # two heatmaps a row, not three
+    assert len({round(ax.get_position().y0, 3) for ax in heads}) == 2  # on two rows
+    matplotlib.pyplot.close(fig)

@@ -105,12 +105,23 @@ def test_plot_scaling_shows_fitted_exponents():
     fig = plots.plot_scaling(df)
     ax = fig.axes[0]
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels == ["Transformer (slope 2.00)", "Mamba (slope 1.00)"]
+    assert labels == ["Transformer (slope 2.00)", "Mamba (slope 1.00)", "power law fitted to the longest half"]
     assert len(ax.get_lines()) == 4  # data + fit for each
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
     data_lines = [line for line in ax.get_lines() if line.get_label() in labels]
     assert len(data_lines[0].get_xdata()) == 4  # the OOM row is left out
-    assert len(plots.plot_scaling(df, fit=False).axes[0].get_lines()) == 2
+    fits = [line for line in ax.get_lines() if line not in data_lines]
+    for fit, data in zip(fits, data_lines, strict=True):
+        # sparse dots: no architecture's line style (matplotlib reports any dash pattern as "--")
+        assert fit._unscaled_dash_pattern == plots.FIT_LINESTYLE
+        assert fit._unscaled_dash_pattern != data._unscaled_dash_pattern
+        assert fit.get_color() == data.get_color() and fit.get_alpha() < 1 and fit.get_linewidth() >= 1.5
+        # drawn over every length measured, not only the longest half it was fitted on
+        assert fit.get_xdata().min() == pytest.approx(data.get_xdata().min())
+        assert fit.get_xdata().max() == pytest.approx(data.get_xdata().max())
+    no_fit = plots.plot_scaling(df, fit=False).axes[0]
+    assert len(no_fit.get_lines()) == 2
+    assert [t.get_text() for t in no_fit.get_legend().get_texts()] == ["Transformer", "Mamba"]
 
 
 def test_plot_accuracy_vs_length():
@@ -128,5 +139,111 @@ def test_plot_accuracy_vs_length():
     fig = plots.plot_accuracy_vs_length(df, col="task", chance={"copy": 0.1, "recall": 0.05})
     assert [ax.get_title() for ax in fig.axes] == ["copy", "recall"]
     assert all(len(ax.get_lines()) == 3 for ax in fig.axes)
-    labels = [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]
-    assert labels == ["LSTM", "Mamba", "chance"]
+    assert all(ax.get_legend() is None for ax in fig.axes)  # one legend for the figure, below the panels
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["LSTM", "Mamba", "chance"]
+    assert all(ax.get_ylim() == (-0.02, 1.02) for ax in fig.axes)  # accuracies: the whole range, every panel
+    assert plots.plot_accuracy_vs_length(df, col="task", ylim=(0, 0.5)).axes[0].get_ylim() == (0, 0.5)
+
+
+def test_plot_accuracy_vs_length_titles_and_width():
+    tasks = ("selective_copying", "associative_recall", "induction_heads")
+    rows = [
+        {"task": t, "arch": a, "seq_len": n, "accuracy": 0.5}
+        for t in tasks
+        for a in plots.ARCH_STYLE
+        for n in (64, 256, 1024)
+    ]
+    fig = plots.plot_accuracy_vs_length(pd.DataFrame(rows), col="task")
+    assert [ax.get_title() for ax in fig.axes] == ["selective copying", "associative recall", "induction heads"]
+    # about 3.2 in per panel, not widened for a legend at the side (it goes below, in several columns)
+    assert fig.get_figwidth() <= 3.3 * len(tasks)
+    (legend,) = fig.legends
+    assert legend._ncols > 1
+    fig.canvas.draw()
+    assert legend.get_window_extent().x1 <= fig.bbox.x1 + 1  # the legend fits in the figure's width
+
+
+def test_loss_curves_key_the_training_loss():
+    hist = {"lstm": _history(), "transformer": _history(scale=0.8)}
+    ax = plots.plot_loss_curves(hist, show_train=True).axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["LSTM", "Transformer", "training loss (thin line)"]
+    key = ax.get_legend().legend_handles[-1]
+    assert key.get_linewidth() < ax.get_lines()[0].get_linewidth()
+    assert len(ax.get_lines()) == 4  # the key is not a line of data
+    ax = plots.plot_loss_curves(hist).axes[0]
+    assert "training loss (thin line)" not in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_inside_legend_has_a_frame():
+    plots.use_style()  # no frames by default
+    ax = plots.plot_loss_curves({"lstm": _history()}).axes[0]
+    legend = ax.get_legend()
+    assert legend.get_frame_on() and legend.get_frame().get_alpha() >= 0.8
+
+
+def test_fallback_styles_are_distinct():
+    styles = [plots.arch_style(f"variant {i}", i) for i in range(8)]
+    assert len({s.marker for s in styles}) == 8
+    assert len({s.linestyle for s in styles[:4]}) == 4
+    assert len({(s.color, s.linestyle, s.marker) for s in styles}) == 8
+    # markers that read apart, and colours no architecture uses
+    assert not {s.marker for s in styles} & {"8", "H", "1", "2", "3", "4"}
+    assert not {s.color for s in styles} & {s.color for s in plots.ARCH_STYLE.values()}
+    assert plots.arch_style("lstm", 3) == plots.ARCH_STYLE["lstm"]
+
+
+def test_styles_override():
+    hist = {"none": _history(), "learned": _history(scale=0.9), "lstm": _history(scale=0.8)}
+    mine = {
+        "none": plots.ArchStyle(plots.OKABE_ITO["vermillion"], "o", ":", "no positions"),
+        "learned": (plots.OKABE_ITO["vermillion"], "s", "--", "learned"),  # a plain tuple works too
+    }
+    ax = plots.plot_loss_curves(hist, styles=mine).axes[0]
+    lines = ax.get_lines()
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["no positions", "learned", "LSTM"]
+    assert [line.get_marker() for line in lines] == ["o", "s", plots.ARCH_STYLE["lstm"].marker]
+    assert [line.get_linestyle() for line in lines] == [":", "--", "-"]
+    assert lines[0].get_color() == plots.OKABE_ITO["vermillion"]
+
+
+def test_plain_log_ticks():
+    def labels(lo, hi, base=10):
+        fig, ax = plt.subplots()
+        ax.plot([lo, hi], [lo, hi])
+        ax.set_yscale("log", base=base)
+        ax.set_xlim(0, 1)
+        assert plots.plain_log_ticks(ax) is ax
+        fig.canvas.draw()
+        y0, y1 = ax.get_ylim()
+        shown = [t for t in ax.get_yticklabels() + ax.yaxis.get_minorticklabels() if t.get_text()]
+        return [t.get_text() for t in shown if y0 <= t.get_position()[1] <= y1]
+
+    short = labels(0.6, 3)  # less than a decade: minor ticks are labelled, as plain numbers
+    assert {"1", "2", "3"} <= set(short) and not any("times" in t or "^" in t for t in short)
+    assert set(labels(16, 4096, base=2)) >= {"16", "256", "4,096"}
+    few = labels(5, 80)  # 1.2 decades, one power of ten in view: the 3s are labelled too
+    assert "10" in few and "30" in few and len(few) >= 2
+    many = labels(0.01, 2000)  # many decades: the powers of ten only, no crowded minor labels
+    assert many == ["0.01", "0.1", "1", "10", "100", "1,000"]
+    tiny = labels(1e-9, 1)  # beyond plain numbers: powers throughout, never a mix
+    assert all("10^" in t for t in tiny)
+    fig, ax = plt.subplots()
+    ax.set_xscale("log")
+    before = ax.yaxis.get_major_formatter()
+    plots.plain_log_ticks(ax)  # a linear axis is left alone
+    assert ax.yaxis.get_major_formatter() is before
+    assert isinstance(ax.xaxis.get_major_formatter(), plots.PlainLogFormatter)
+    with pytest.raises(ValueError, match="axis"):
+        plots.plain_log_ticks(ax, "z")
+
+
+def test_scaling_and_logy_use_plain_ticks():
+    n = np.array([128, 256, 512])
+    df = pd.DataFrame({"arch": "lstm", "seq_len": n, "median_ms": [2.0, 2.5, 3.0]})
+    ax = plots.plot_scaling(df).axes[0]
+    assert isinstance(ax.yaxis.get_major_formatter(), plots.PlainLogFormatter)
+    assert isinstance(ax.xaxis.get_minor_formatter(), plots.PlainLogFormatter)
+    ax = plots.plot_loss_curves({"lstm": _history()}, logy=True).axes[0]
+    assert isinstance(ax.yaxis.get_major_formatter(), plots.PlainLogFormatter)
