@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -196,6 +197,54 @@ def classification_data(
     )
 
 
+def _classification_entry(dataset: str, experiment: str | None, profile: str | None) -> dict:
+    """The profile entry of a classification run (``experiment``, default ``classify_<dataset>``), checked."""
+    default = {"sst2": "classify_sst2", "imdb": "classify_imdb"}.get(dataset)
+    if default is None:
+        raise ValueError(f"dataset must be 'sst2' or 'imdb', got {dataset!r}")
+    cfg = profiles.get(experiment or default, profile)
+    needs = {"model": ("n_layers", "target_params", "num_classes"), "data": ("max_len", "batch_size", "vocab_size")}
+    missing = [k for k in ("model", "data", "train") if k not in cfg]
+    missing += [f"{part}.{k}" for part, keys in needs.items() for k in keys if k not in cfg.get(part, {})]
+    if missing:
+        raise ValueError(f"experiment {experiment!r} is not a classification entry: it has no {', '.join(missing)}")
+    return cfg
+
+
+def _classification_splits(dataset: str, data: dict, seed: int):
+    train_split, test_split, tok = classification_data(
+        dataset, data["vocab_size"], data["max_len"], data.get("max_examples"), data.get("truncation", "head_tail")
+    )
+    if data.get("max_examples"):
+        train_split = train_split.subset(data["max_examples"], seed)
+        test_split = test_split.subset(data["max_examples"], seed)
+    if data.get("max_eval_examples") and len(test_split) > data["max_eval_examples"]:
+        test_split = test_split.subset(data["max_eval_examples"], 0)  # the same held-out examples for every seed
+    return train_split, test_split, tok
+
+
+def classification_splits(dataset: str, *, experiment: str | None = None, profile: str | None = None, seed: int = 0):
+    """``(train, held_out, tokenizer)``: the examples ``run_classification`` trains and scores a run of ``seed``
+    on, under ``experiment``'s settings (default ``classify_<dataset>``) in ``profile``."""
+    return _classification_splits(dataset, _classification_entry(dataset, experiment, profile)["data"], seed)
+
+
+def majority_baseline(
+    dataset: str, *, experiment: str | None = None, profile: str | None = None, seeds: Sequence[int] = (0,)
+) -> float:
+    """Held-out accuracy of the better constant answer, always the label more frequent among the held-out texts
+    (the full IMDB training split is exactly balanced, so the training split cannot choose it): the accuracy a
+    classifier that reads nothing gets. With a held-out split that depends on the seed (``max_examples``), the
+    mean over ``seeds``, as the models' accuracies are compared."""
+    out = []
+    for seed in seeds:
+        p_pos = float(
+            classification_splits(dataset, experiment=experiment, profile=profile, seed=seed)[1].labels.float().mean()
+        )
+        out.append(max(p_pos, 1 - p_pos))
+    return sum(out) / len(out)
+
+
 def run_classification(
     arch,
     dataset: str = "sst2",
@@ -216,24 +265,9 @@ def run_classification(
     ``experiment``: the profile entry to run (default ``classify_sst2`` or ``classify_imdb``); any entry with the
     same sections (``model``, ``data``, ``train``) works, e.g. chapter 8's longer runs. An entry's ``max_epochs``
     (when set) caps the run at that many passes over the training split, besides its budget in seconds."""
-    default = {"sst2": "classify_sst2", "imdb": "classify_imdb"}.get(dataset)
-    if default is None:
-        raise ValueError(f"dataset must be 'sst2' or 'imdb', got {dataset!r}")
-    cfg = profiles.get(experiment or default, profile)
-    needs = {"model": ("n_layers", "target_params", "num_classes"), "data": ("max_len", "batch_size", "vocab_size")}
-    missing = [k for k in ("model", "data", "train") if k not in cfg]
-    missing += [f"{part}.{k}" for part, keys in needs.items() for k in keys if k not in cfg.get(part, {})]
-    if missing:
-        raise ValueError(f"experiment {experiment!r} is not a classification entry: it has no {', '.join(missing)}")
+    cfg = _classification_entry(dataset, experiment, profile)
     data = cfg["data"]
-    train_split, test_split, tok = classification_data(
-        dataset, data["vocab_size"], data["max_len"], data.get("max_examples"), data.get("truncation", "head_tail")
-    )
-    if data.get("max_examples"):
-        train_split = train_split.subset(data["max_examples"], seed)
-        test_split = test_split.subset(data["max_examples"], seed)
-    if data.get("max_eval_examples") and len(test_split) > data["max_eval_examples"]:
-        test_split = test_split.subset(data["max_eval_examples"], 0)  # the same held-out examples for every seed
+    train_split, test_split, tok = _classification_splits(dataset, data, seed)
     model_cfg = {**cfg["model"]}
     num_classes = model_cfg.pop("num_classes")
     build_kwargs = {"vocab_size": tok.vocab_size, "num_classes": num_classes, **model_options}

@@ -59,6 +59,26 @@ def test_a_ready_made_model_is_recorded_by_its_class_not_the_profile_sizes(monke
     assert cfg == {"given_model": "seqlib.models.cnn.CNNModel"}
 
 
+@needs_data
+def test_classification_splits_and_majority_baseline_follow_run_classification(monkeypatch, tmp_path):
+    from seqlib.experiments import classification_splits, majority_baseline, run_classification
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    data = profiles.get("classify_sst2", "smoke")["data"]
+    splits = {seed: classification_splits("sst2", profile="smoke", seed=seed) for seed in (0, 1)}
+    train, held_out, tok = splits[0]
+    assert len(train) == len(held_out) == data["max_examples"]  # smoke: a draw of that many
+    run = run_classification(
+        "lstm", "sst2", profile="smoke", progress=False, train_overrides={"max_steps": 1, "eval_every": None}
+    )
+    assert run.extra["train_examples"] == len(train) and run.extra["tokenizer"] is tok
+    per_seed = [max(p, 1 - p) for p in (float(s[1].labels.float().mean()) for s in splits.values())]
+    assert majority_baseline("sst2", profile="smoke", seeds=(0, 1)) == pytest.approx(sum(per_seed) / 2)
+    assert majority_baseline("sst2", profile="smoke") == pytest.approx(per_seed[0]) and per_seed[0] >= 0.5
+    with pytest.raises(ValueError, match="dataset must be"):
+        majority_baseline("mnist")
+
+
 def test_a_classification_run_refuses_an_entry_of_another_kind():
     from seqlib.experiments import run_classification
 
