@@ -380,15 +380,6 @@ def run_synthetic(
 
 
 # ----------------------------------------------------------------------------- translation (chapter 9)
-@functools.lru_cache(maxsize=2)
-def _load_translation_cached(vocab_size: int, src_lang: str, tgt_lang: str):
-    """``load_translation`` once per process and setting: every model of a chapter trains on the same data
-    (the splits are never modified: ``run_translation`` builds its own cut training split)."""
-    from .data import load_translation
-
-    return load_translation("multi30k", vocab_size=vocab_size, src_lang=src_lang, tgt_lang=tgt_lang)
-
-
 def run_translation(
     arch,
     *,
@@ -413,13 +404,11 @@ def run_translation(
 
     from .data import TranslationSplit
     from .train import seq2seq_loss
-    from .translation import bleu_chrf, translate
+    from .translation import bleu_chrf, translate, translation_data
 
     cfg = profiles.get("translate_multi30k", profile)
     data, dec = cfg["data"], cfg["decode"]
-    train_split, val_split, test_split, src_tok, tgt_tok = _load_translation_cached(
-        data["vocab_size"], data["src_lang"], data["tgt_lang"]
-    )
+    train_split, val_split, test_split, src_tok, tgt_tok = translation_data(profile)
     n_train = len(train_split)
     keep = list(range(n_train))
     if data.get("max_examples") and data["max_examples"] < n_train:

@@ -43,6 +43,7 @@ __all__ = [
     "family_scores",
     "format_example",
     "judge",
+    "ladder",
     "length_sweep",
     "matched_widths",
     "min_width",
@@ -471,6 +472,23 @@ def judge(
         reasons.append(f"{a} {sa:.2f} {op} {b} {sb:.2f}: {status[-1]}")
     verdict = "confirmed" if all(s == "holds" for s in status) else "refuted" if "reversed" in status else "qualified"
     return verdict, "; ".join(reasons)
+
+
+def ladder(
+    scores: pd.DataFrame, floor: float | None = None, tol: float = TIE_TOLERANCE
+) -> dict[str, tuple[str, str, str]]:
+    """Every rung of :data:`LADDER` judged on :func:`family_scores`: ``band -> (verdict, reason, judged_on)``.
+
+    ``judged_on`` is the band whose scores decided it: the band itself when one of its lengths was measured, else
+    the longest band measured. A caller reports a rung judged on another band as not measured (*qualified*), with
+    that verdict as its evidence."""
+    if scores.empty:
+        raise ValueError("no family scores: the sweep has no trained run")
+    out = {}
+    for band, relations in LADDER.items():
+        judged_on = band if band in scores.index else scores.index[-1]
+        out[band] = (*judge(scores.loc[judged_on], relations, tol, floor), judged_on)
+    return out
 
 
 def break_lengths(df: pd.DataFrame, threshold: float) -> pd.DataFrame:

@@ -301,18 +301,15 @@ def ladder_verdicts(sweep: dict) -> dict[str, tuple[str, str]]:
     from . import longrange as lr
 
     df, cfg = sweep["history"], sweep["config"]
-    scores = lr.family_scores(df)
     floor = lr.chance_floor(cfg["tasks"], cfg.get("task_options"))
     out = {}
-    for band, relations in lr.LADDER.items():
-        if band in scores.index:
-            out[band] = lr.judge(scores.loc[band], relations, lr.TIE_TOLERANCE, floor)
+    for band, (verdict, why, judged_on) in lr.ladder(lr.family_scores(df), floor).items():
+        if judged_on == band:
+            out[band] = (verdict, why)
         else:
-            longest = scores.index[-1]
-            v, why = lr.judge(scores.loc[longest], relations, lr.TIE_TOLERANCE, floor)
             out[band] = (
                 "qualified",
                 f"not measured: the longest length is {max(cfg.get('lengths') or df['seq_len']):,}; "
-                f"in the longest band measured, {longest}: {v} ({why})",
+                f"in the longest band measured, {judged_on}: {verdict} ({why})",
             )
     return out

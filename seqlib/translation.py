@@ -14,15 +14,24 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import sacrebleu
 import torch
 
-from .data import pad_right
+from . import profiles
+from .data import load_translation, pad_right
 from .models import beam_search, greedy_decode
 
 __all__ = ["bleu_chrf", "cut_at_eos", "translate", "translation_data"]
+
+
+@functools.lru_cache(maxsize=2)
+def _load_cached(vocab_size: int, src_lang: str, tgt_lang: str):
+    """``load_translation`` once per process and setting: every model of a chapter trains on the same data
+    (the splits are never modified: ``run_translation`` builds its own cut training split)."""
+    return load_translation("multi30k", vocab_size=vocab_size, src_lang=src_lang, tgt_lang=tgt_lang)
 
 
 def translation_data(profile: str | None = None):
@@ -33,11 +42,8 @@ def translation_data(profile: str | None = None):
     Loaded once per process and setting and shared with ``run_translation``: these are the very objects it trains
     and scores on, so treat them as read-only.
     """
-    from . import profiles
-    from .experiments import _load_translation_cached  # imported here: seqlib.experiments imports this module
-
     data = profiles.get("translate_multi30k", profile)["data"]
-    return _load_translation_cached(data["vocab_size"], data["src_lang"], data["tgt_lang"])
+    return _load_cached(data["vocab_size"], data["src_lang"], data["tgt_lang"])
 
 
 def cut_at_eos(ids: Sequence[int], eos_id: int) -> list[int]:

@@ -62,6 +62,28 @@ def test_family_scores_and_judge():
     assert verdict == "qualified" and "nothing was learned" in why
 
 
+def test_ladder_judges_each_rung_on_its_band_or_the_longest_measured():
+    fam = {
+        "RNN": ["lstm"],
+        "CNN": ["cnn"],
+        "Transformer": ["transformer"],
+        "Efficient Transformers": ["transformer"],
+        "SSM / Linear Attention": ["mamba"],
+    }
+    s = lr.family_scores(_table(), fam)
+    rungs = lr.ladder(s)
+    assert list(rungs) == list(lr.LADDER)
+    for band in ["short (<512)", "medium (512-2K)", "long (2K-8K)"]:
+        verdict, why, judged_on = rungs[band]
+        assert judged_on == band and (verdict, why) == lr.judge(s.loc[band], lr.LADDER[band])
+    verdict, _, judged_on = rungs["very long (>8K)"]  # no length above 8K: judged on the longest band
+    assert judged_on == "long (2K-8K)" and verdict == "confirmed"  # mamba 1.0 is best there
+    assert rungs["short (<512)"][0] == "confirmed" and rungs["medium (512-2K)"][0] == "confirmed"
+    assert all(v == "qualified" for v, _, _ in lr.ladder(s, floor=1.0).values())
+    with pytest.raises(ValueError, match="no family scores"):
+        lr.ladder(pd.DataFrame())
+
+
 def test_break_lengths_and_min_width():
     b = lr.break_lengths(_table(), 0.8).set_index("arch")
     assert b.loc["cnn", "breaks_at"] == 1024 and b.loc["cnn", "holds_up_to"] == 64

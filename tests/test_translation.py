@@ -97,9 +97,9 @@ def test_beam_of_one_is_greedy(tiny_run):
 
 
 def test_translation_data_is_what_run_translation_uses(monkeypatch):
-    """The profile's vocabulary size and languages, loaded once, through the cache run_translation reads."""
-    import seqlib.data
+    """The profile's vocabulary size and languages, loaded once; run_translation reads its data through it."""
     from seqlib import experiments, profiles
+    from seqlib import translation as tr
 
     calls = []
 
@@ -107,19 +107,25 @@ def test_translation_data_is_what_run_translation_uses(monkeypatch):
         calls.append((name, vocab_size, src_lang, tgt_lang))
         return ([], [], [], object(), object())
 
-    experiments._load_translation_cached.cache_clear()
-    monkeypatch.setattr(seqlib.data, "load_translation", fake_load_translation)
+    tr._load_cached.cache_clear()
+    monkeypatch.setattr(tr, "load_translation", fake_load_translation)
     try:
         expected = []
         for profile in ("smoke", "full"):
             data = profiles.get("translate_multi30k", profile)["data"]
             got = translation_data(profile)
             assert len(got) == 5 and translation_data(profile) is got  # loaded once per setting
-            same_cache = experiments._load_translation_cached(data["vocab_size"], data["src_lang"], data["tgt_lang"])
-            assert same_cache is got  # the objects run_translation trains on
+            assert tr._load_cached(data["vocab_size"], data["src_lang"], data["tgt_lang"]) is got
             expected.append(("multi30k", data["vocab_size"], data["src_lang"], data["tgt_lang"]))
         assert calls == expected
         monkeypatch.setenv("SEQLIB_PROFILE", "smoke")
         assert translation_data() is translation_data("smoke")  # default: the active profile
+
+        def asked_for(profile=None):
+            raise LookupError(f"translation_data({profile!r})")
+
+        monkeypatch.setattr(tr, "translation_data", asked_for)
+        with pytest.raises(LookupError, match="'full'"):
+            experiments.run_translation("transformer", profile="full", progress=False)
     finally:
-        experiments._load_translation_cached.cache_clear()
+        tr._load_cached.cache_clear()
