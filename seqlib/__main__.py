@@ -1,10 +1,32 @@
-"""Command line: ``python -m seqlib {train,bench,preflight,book} ...`` (``--help`` on each)."""
+"""Command line: ``python -m seqlib {train,bench,preflight,book} ...`` (``--help`` on each).
+
+An ordinary error of the input (a bad setting, a missing data folder, a model that cannot be built at the width
+asked for) is one line on stderr, ``seqlib <command>: error: <message>``, and exit status 2, as argparse's own
+errors; ``SEQLIB_DEBUG=1`` shows its traceback instead. Any other exception (a bug) keeps its traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+import traceback
+from pathlib import Path
+
+PROG = "python -m seqlib"
+EPILOG = """environment:
+  SEQLIB_PROFILE   smoke or full: the profile when --profile is not given (unset: full on a GPU, smoke otherwise)
+  SEQLIB_DATA      the local data folder (layout of shared/data); unset: the Hugging Face hub
+  SEQLIB_RESULTS   where full-profile records go (default: results/ of the repository)
+  SEQLIB_SMOKE_RESULTS  where smoke-profile records go (default: <tmp>/seqlib-results-smoke)
+  SEQLIB_DEBUG=1   show the traceback of an input error instead of its one-line message"""
+PROFILE_HELP = "smoke or full (default: $SEQLIB_PROFILE when set, else full on a GPU and smoke otherwise)"
+RECORD_HELP = (
+    "record {what} as NAME.json among the results of the profile it ran in: full in results/ ($SEQLIB_RESULTS), "
+    "smoke in $SEQLIB_SMOKE_RESULTS or <tmp>/seqlib-results-smoke, so that a quick run never overwrites a "
+    "committed result; the path is printed"
+)
 
 TRAIN_TASKS = {
     "char_lm": "tiny Shakespeare, characters",
@@ -24,6 +46,43 @@ def _arch(value: str):
     return names[0] if len(names) == 1 else names
 
 
+def _one_arch(value: str) -> str:
+    """An ``--arch`` of ``bench`` and ``preflight``: one registry name (they measure mixers one by one; a
+    comma-separated pattern is a hybrid model, which only ``train`` builds)."""
+    names = value.split(",")
+    if len(names) > 1:
+        repeat = " ".join(f"--arch {n}" for n in names if n)
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: one architecture per --arch here (a comma-separated layer pattern is one hybrid model, "
+            f"which only train builds); to measure several, repeat the option: {repeat}"
+        )
+    return _arch(value)
+
+
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {value!r}")
+    return n
+
+
+def _seconds(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {value!r}") from None
+    if not 0 <= x < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {value!r}")
+    return x
+
+
+def _unique(names) -> list:
+    return list(dict.fromkeys(names))
+
+
 def cmd_train(args) -> int:
     from . import results
     from .experiments import run_classification, run_lm, sample_text
@@ -38,6 +97,7 @@ def cmd_train(args) -> int:
         print("\nsample:\n" + sample_text(run, n_tokens=300))
     if run.record is not None:
         print("\n" + results.format_provenance(run.record))
+        print(f"recorded as {run.record['path']}")
     return 0
 
 
@@ -46,7 +106,10 @@ MIXER_TABLE_COLUMNS = ["fast ms", "reference ms", "speedup", "fast MiB", "refere
 
 def bench_mixer_rows(arch: str, lengths, d_model: int, batch_size: int, warmup: int, repeats: int, max_seconds=60.0):
     """Forward+backward time and peak memory of one mixer's fast path and its reference: a row per length, with
-    the columns ``arch``, ``seq_len`` and ``MIXER_TABLE_COLUMNS`` (NaN where a run was too slow or out of memory)."""
+    the columns ``arch``, ``seq_len``, ``MIXER_TABLE_COLUMNS`` and ``fast status`` / ``reference status``. A
+    figure is NaN where that implementation was not measured at that length: its status says why, "too slow" (a
+    call took longer than ``max_seconds``), "oom" (out of memory) or "not run" (a shorter length had already
+    stopped its sweep, for one of those reasons); a MiB figure is also NaN where the device cannot measure memory."""
     import pandas as pd
 
     from .bench import bench_mixer
@@ -64,12 +127,17 @@ def bench_mixer_rows(arch: str, lengths, d_model: int, batch_size: int, warmup: 
         ).set_index("seq_len")
         for impl in ("fast", "reference")
     }
-    index = sorted(set(runs["fast"].index) | set(runs["reference"].index))
+    index = sorted({int(n) for n in lengths} | set(runs["fast"].index) | set(runs["reference"].index))
 
     def column(impl: str, name: str) -> pd.Series:
         df = runs[impl]
         values = df[name] if name in df else pd.Series(float("nan"), index=df.index)
         return pd.to_numeric(values, errors="coerce").reindex(index)  # None (not measurable) -> NaN
+
+    def status(impl: str) -> pd.Series:
+        df = runs[impl]
+        values = df["status"] if "status" in df else pd.Series("ok", index=df.index)
+        return values.reindex(index).fillna("not run")  # lengths after the one that stopped the sweep
 
     fast, ref = column("fast", "median_ms"), column("reference", "median_ms")
     return pd.DataFrame(
@@ -81,8 +149,47 @@ def bench_mixer_rows(arch: str, lengths, d_model: int, batch_size: int, warmup: 
             "speedup": (ref / fast).to_numpy(),
             "fast MiB": (column("fast", "peak_mem_bytes") / 2**20).to_numpy(),
             "reference MiB": (column("reference", "peak_mem_bytes") / 2**20).to_numpy(),
+            "fast status": status("fast").to_numpy(),
+            "reference status": status("reference").to_numpy(),
         }
     )
+
+
+_STATUS_MEANING = {
+    "too slow": "one call took longer than max_seconds={max_seconds:g} s, so the sweep stopped there",
+    "oom": "it ran out of memory, so the sweep stopped there",
+    "not run": "not run, the sweep having stopped at a shorter length (too slow or out of memory)",
+}
+
+
+def mixers_legend(rows, max_seconds: float) -> list[str]:
+    """Lines under the ``bench mixers`` table that say what each NaN of it means (none when it has no NaN)."""
+    import pandas as pd
+
+    table = rows[["arch", "seq_len", *MIXER_TABLE_COLUMNS]]
+    if not table[MIXER_TABLE_COLUMNS].isna().any().any():
+        return []
+    lines = ["NaN = not measured:"]
+    statuses = {
+        impl: (rows[f"{impl} status"] if f"{impl} status" in rows else pd.Series(None, index=rows.index)).fillna(
+            "unknown"  # rows resumed from a record made before statuses were kept
+        )
+        for impl in ("fast", "reference")
+    }
+    for arch in rows["arch"].unique():
+        for impl, status_of in statuses.items():
+            mine = rows["arch"] == arch
+            for status in status_of[mine].unique():
+                if status == "ok":
+                    continue
+                lengths = ", ".join(str(n) for n in sorted(rows.loc[mine & (status_of == status), "seq_len"]))
+                why = _STATUS_MEANING.get(status, "not measured (the record does not say why)")
+                lines.append(f"  {arch} {impl} at {lengths}: {why.format(max_seconds=max_seconds)}")
+    measured = rows[[f"{i} ms" for i in ("fast", "reference")]].notna().all(axis=1)
+    if rows.loc[measured, ["fast MiB", "reference MiB"]].isna().any().any():
+        lines.append("  MiB: this device cannot measure peak memory")
+    lines.append("  speedup is NaN where either time is")
+    return lines
 
 
 def mixers_table(rows, archs):
@@ -145,9 +252,9 @@ def cmd_bench(args) -> int:
         from .models import MIXERS
 
         cfg = profiles.get("bench_mixers", args.profile)
-        archs = [a if isinstance(a, str) else a[0] for a in (args.arch or list(MIXERS))]
-        lengths = args.lengths or cfg["lengths"]
-        d = args.d_model or cfg["d_model"]
+        archs = _unique(args.arch or list(MIXERS))
+        lengths = sorted(set(args.lengths or cfg["lengths"]))
+        d = cfg["d_model"] if args.d_model is None else args.d_model
         settings = {**cfg, "archs": archs, "lengths": lengths, "d_model": d}  # what this run measures
         print(
             f"forward+backward, batch {cfg['batch_size']}, d_model {d}, autocast where the GPU supports it; "
@@ -179,8 +286,12 @@ def cmd_bench(args) -> int:
                 path = _record_mixers(args, pd.concat(parts, ignore_index=True), settings, complete=done >= set(archs))
         if args.record and path is None and done >= set(archs):  # resumed with nothing left to measure
             path = _record_mixers(args, pd.concat(parts, ignore_index=True), settings, complete=True)
-        table = mixers_table(pd.concat(parts, ignore_index=True), archs)
+        all_rows = pd.concat(parts, ignore_index=True)
+        table = mixers_table(all_rows, archs)
         print(table.to_string(float_format=lambda v: f"{v:,.2f}"))
+        legend = mixers_legend(all_rows, cfg.get("max_seconds", 60.0))
+        if legend:
+            print("\n" + "\n".join(legend))
         if path is not None:
             print(f"\nrecorded as {path}")
         if stopped:
@@ -205,7 +316,7 @@ def cmd_bench(args) -> int:
 def cmd_preflight(args) -> int:
     from .preflight import CHECKS, preflight
 
-    archs = None if args.arch is None else [a if isinstance(a, str) else a[0] for a in args.arch]
+    archs = None if args.arch is None else _unique(args.arch)
     df = preflight(archs)
     table = df.pivot(index="arch", columns="check", values="ok").reindex(df["arch"].unique())[list(CHECKS)]
     print(table.replace({True: "ok", False: "FAILED"}).to_string())
@@ -224,33 +335,75 @@ def cmd_preflight(args) -> int:
     return 1 if len(failed) else 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m seqlib", description="seqlib: train, benchmark, build the book")
-    sub = parser.add_subparsers(dest="cmd", required=True)
+def _is_input_error(e: BaseException) -> bool:
+    """Whether ``e`` is an ordinary error of the input, shown as one line rather than a traceback: a ``ValueError``
+    (``seqlib.data``'s ``ChecksumError`` among them), a missing file or folder, data that cannot be had
+    (``DataUnavailableError``), or a ``TypeError`` / ``KeyError`` raised on purpose by seqlib's own checks (a
+    ``raise`` statement in seqlib). Other exceptions, bugs, keep their traceback."""
+    if isinstance(e, (ValueError, FileNotFoundError, NotADirectoryError)):
+        return True
+    corpora = sys.modules.get("seqlib.data.corpora")
+    if corpora is not None and isinstance(e, corpora.DataUnavailableError):
+        return True
+    if isinstance(e, (TypeError, KeyError)):
+        frames = traceback.extract_tb(e.__traceback__)
+        if frames:
+            last = frames[-1]
+            package = Path(__file__).resolve().parent
+            try:
+                ours = Path(last.filename).resolve().is_relative_to(package)
+            except (OSError, ValueError):
+                ours = False
+            return ours and (last.line or "").lstrip().startswith("raise ")
+    return False
 
-    tr = sub.add_parser("train", help="train one architecture on one task with the shared trainer")
-    tr.add_argument("--arch", required=True, type=_arch, help="a registry name, or a comma-separated layer pattern")
+
+def _message(e: BaseException) -> str:
+    text = e.args[0] if isinstance(e, KeyError) and len(e.args) == 1 and isinstance(e.args[0], str) else str(e)
+    return " ".join(text.split()) or type(e).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="seqlib: train, benchmark, build the book", epilog=EPILOG, formatter_class=formatter
+    )
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    common = {"epilog": EPILOG, "formatter_class": formatter}
+
+    tr = sub.add_parser("train", help="train one architecture on one task with the shared trainer", **common)
+    tr.add_argument(
+        "--arch", required=True, type=_arch, help="a registry name, or a comma-separated layer pattern (a hybrid)"
+    )
     tr.add_argument(
         "--task", required=True, choices=list(TRAIN_TASKS), help="; ".join(f"{k}: {v}" for k, v in TRAIN_TASKS.items())
     )
-    tr.add_argument("--profile", choices=["smoke", "full"], help="default: full on a GPU, smoke otherwise")
+    tr.add_argument("--profile", choices=["smoke", "full"], help=PROFILE_HELP)
     tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--record", metavar="NAME", help="record the result as results/NAME.json (full profile)")
+    tr.add_argument("--record", metavar="NAME", help=RECORD_HELP.format(what="the result"))
 
-    be = sub.add_parser("bench", help="benchmarks that print figures")
+    be = sub.add_parser("bench", help="benchmarks that print figures", **common)
     be.add_argument(
         "what",
         choices=["mixers", "mfu"],
         help="mixers: every mixer's fast path against its reference; mfu: GPT-2-small training MFU",
     )
-    be.add_argument("--arch", action="append", type=_arch, help="only these architectures (repeatable)")
-    be.add_argument("--lengths", type=int, nargs="+", help="sequence lengths (default: from the profile)")
-    be.add_argument("--d-model", type=int, help="width (default: from the profile)")
-    be.add_argument("--profile", choices=["smoke", "full"], help="default: full on a GPU, smoke otherwise")
-    be.add_argument("--record", metavar="NAME", help="record the figures as results/NAME.json (full profile)")
+    be.add_argument(
+        "--arch", action="append", type=_one_arch, help="mixers: only this architecture (repeat for several)"
+    )
+    be.add_argument(
+        "--lengths",
+        type=_positive_int,
+        nargs="+",
+        metavar="N",
+        help="mixers: sequence lengths (default: the profile's)",
+    )
+    be.add_argument("--d-model", type=_positive_int, metavar="D", help="mixers: width (default: the profile's)")
+    be.add_argument("--profile", choices=["smoke", "full"], help=PROFILE_HELP)
+    be.add_argument("--record", metavar="NAME", help=RECORD_HELP.format(what="the figures"))
     be.add_argument(
         "--time-budget",
-        type=float,
+        type=_seconds,
         metavar="SECONDS",
         help="mixers: start no architecture that would probably end past this; with --record, the same command "
         "again measures the rest (exit status 3 while some are left)",
@@ -259,23 +412,32 @@ def main(argv: list[str] | None = None) -> int:
     pf = sub.add_parser(
         "preflight",
         help="every architecture and task head for a few steps on this device, in its precision (exit 1 on a failure)",
+        **common,
     )
-    pf.add_argument("--arch", action="append", type=_arch, help="only these architectures (repeatable)")
-    pf.add_argument(
-        "--record", metavar="NAME", help="when every check passes, record it as results/NAME.json (full profile)"
-    )
+    pf.add_argument("--arch", action="append", type=_one_arch, help="only this architecture (repeat for several)")
+    pf.add_argument("--record", metavar="NAME", help="when every check passes, " + RECORD_HELP.format(what="it"))
 
-    sub.add_parser("book", help="execute and check the book's notebooks (python -m seqlib book --help)", add_help=False)
+    sub.add_parser("book", help=f"execute and check the book's notebooks ({PROG} book --help)", add_help=False)
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["book"]:
         from .book import main as book_main
 
-        return book_main(argv[1:])
+        return book_main(argv[1:], prog=f"{PROG} book")
     args = parser.parse_args(argv)
-    if args.cmd == "preflight":
-        return cmd_preflight(args)
-    return cmd_train(args) if args.cmd == "train" else cmd_bench(args)
+    if args.cmd == "bench" and args.what == "mfu":
+        given = [o for o, v in (("--arch", args.arch), ("--lengths", args.lengths), ("--d-model", args.d_model),
+                                ("--time-budget", args.time_budget)) if v is not None]  # fmt: skip
+        if given:
+            be.error(f"{', '.join(given)}: for bench mixers only, not bench mfu")
+    command = {"train": cmd_train, "bench": cmd_bench, "preflight": cmd_preflight}[args.cmd]
+    try:
+        return command(args)
+    except Exception as e:
+        if os.environ.get("SEQLIB_DEBUG", "").strip() not in ("", "0") or not _is_input_error(e):
+            raise
+        print(f"seqlib {args.cmd}: error: {_message(e)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

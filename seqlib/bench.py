@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .device import as_device, autocast_dtype
+from .device import as_device
 
 __all__ = [
     "time_fn",
@@ -141,10 +141,21 @@ def peak_memory(fn: Callable[[], Any], device=None) -> int | None:
     return int(peak)
 
 
+#: how an allocation failure reads when it is not a torch.OutOfMemoryError: the CPU allocator, and cuBLAS, cuDNN,
+#: cuFFT or a raw CUDA call running out of device memory inside a kernel library
+_OOM_MESSAGES = (
+    "can't allocate memory",
+    "CUDA error: out of memory",
+    "CUBLAS_STATUS_ALLOC_FAILED",
+    "CUDNN_STATUS_ALLOC_FAILED",
+    "CUFFT_ALLOC_FAILED",
+)
+
+
 def _is_oom(e: BaseException) -> bool:
-    if isinstance(e, (torch.cuda.OutOfMemoryError, MemoryError)):
+    if isinstance(e, (torch.OutOfMemoryError, MemoryError)):
         return True
-    return isinstance(e, RuntimeError) and "can't allocate memory" in str(e)  # the CPU allocator's message
+    return isinstance(e, RuntimeError) and any(m in str(e) for m in _OOM_MESSAGES)
 
 
 def _free(device: torch.device) -> None:
@@ -290,15 +301,19 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
 
 
 def train_step_fn(mixer: nn.Module, x: torch.Tensor, amp: torch.dtype | None = None) -> Callable[[], None]:
-    """Forward and backward of ``mixer`` on ``x`` (B, T, D); gradients are freed first, so they count as memory."""
+    """Forward and backward of ``mixer`` on ``x`` (B, T, D). The gradients are freed at the end of every call, so
+    each call allocates them afresh and they count in its peak memory (freed at the start instead, the previous
+    call's gradients would sit in the baseline that ``peak_memory`` subtracts, and cancel out)."""
     x = x.detach().requires_grad_(True)
 
     def fn():
-        mixer.zero_grad(set_to_none=True)
-        x.grad = None
-        with _autocast(x.device, amp):
-            y = mixer(x)  # (B, T, D)
-        y.float().square().mean().backward()
+        try:
+            with _autocast(x.device, amp):
+                y = mixer(x)  # (B, T, D)
+            y.float().square().mean().backward()
+        finally:
+            mixer.zero_grad(set_to_none=True)
+            x.grad = None
 
     return fn
 
@@ -358,6 +373,21 @@ def decode_fn(
 MODES = ("train", "prefill", "decode")
 
 
+def _amp_dtype(amp: str | torch.dtype | None, device: torch.device) -> torch.dtype | None:
+    """``bench_mixer``'s ``amp`` as an autocast dtype (None: no autocast); strings as ``TrainConfig.amp``."""
+    from .train import resolve_amp
+
+    if amp is None or isinstance(amp, str):
+        return None if amp is None else resolve_amp(amp, device)
+    if amp == torch.float32:
+        return None
+    if amp in (torch.bfloat16, torch.float16):
+        return amp
+    raise ValueError(
+        f"amp must be 'auto', 'bf16', 'fp16', 'fp32', torch.bfloat16, torch.float16, torch.float32 or None, got {amp!r}"
+    )
+
+
 def bench_mixer(
     make_mixer: Callable[[], nn.Module],
     lengths: Sequence[int],
@@ -374,16 +404,38 @@ def bench_mixer(
 ) -> pd.DataFrame:
     """``sweep`` a mixer over sequence lengths in one of ``MODES``; adds ``tokens_per_s``.
 
-    ``make_mixer()`` returns a fresh module (moved to ``device`` and ``dtype`` here). ``amp="auto"``:
-    the device's autocast dtype (bf16 on recent GPUs, none on CPU); None: no autocast.
+    ``make_mixer()`` returns a fresh module (moved to ``device`` and ``dtype`` here): a mixer class, or a function
+    such as ``lambda: MIXERS["lstm"](d_model=64)``, not a mixer already built. ``amp``: as ``TrainConfig.amp``,
+    "auto" (the device's autocast dtype: bf16 on recent GPUs, fp16 on older ones, none on CPU), "bf16", "fp16"
+    (CUDA only) or "fp32"; or a dtype (``torch.bfloat16``, ``torch.float16``; ``torch.float32``); None: no autocast.
+    ``lengths``: positive sequence lengths (``decode``: prefixes, 0 allowed).
     For ``decode`` the length is the prefix already in the state and ``tokens_per_s`` counts one token
     per sequence per step.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    device = as_device(device)
-    amp_dtype = autocast_dtype(device) if amp == "auto" else amp
-    mixer = make_mixer().to(device=device, dtype=dtype)
+    if isinstance(make_mixer, nn.Module) or not callable(make_mixer):
+        got = f"a {type(make_mixer).__name__} " + ("already built" if isinstance(make_mixer, nn.Module) else "")
+        raise TypeError(
+            f"make_mixer must be a callable returning a fresh mixer, e.g. `lambda: MIXERS['lstm'](d_model=64)` or a "
+            f"mixer class, which bench_mixer calls to build the mixer on its device and dtype; got {got.strip()}"
+        )
+    shortest = 0 if mode == "decode" else 1
+    lengths = list(lengths)
+    bad = [n for n in lengths if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < shortest]
+    if not lengths or bad:
+        raise ValueError(
+            f"lengths must be one or more whole numbers >= {shortest} (mode {mode!r}), got {lengths!r}"
+            + (f": {bad!r} are not" if bad else "")
+        )
+    from .train import available_device
+
+    device = available_device(device)
+    amp_dtype = _amp_dtype(amp, device)
+    mixer = make_mixer()
+    if not isinstance(mixer, nn.Module):
+        raise TypeError(f"make_mixer() must return a mixer (an nn.Module), got {type(mixer).__name__}")
+    mixer = mixer.to(device=device, dtype=dtype)
     mixer.train(mode == "train")
 
     def make_fn(n: int):

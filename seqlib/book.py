@@ -75,10 +75,12 @@ def _version() -> str:
     return __version__
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """The command line above; ``prog``: how it was invoked, for its usage and messages (default
+    ``python -m seqlib.book``; ``python -m seqlib book`` passes its own)."""
     from .bookexec import main as _main
 
-    return _main(argv)
+    return _main(argv, prog=prog)
 
 
 def __getattr__(name: str) -> Any:  # the tooling, loaded on first use (not for the import system's own probes)

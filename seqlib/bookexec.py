@@ -348,8 +348,9 @@ def check(paths: list[Path], strict: bool = False) -> int:
     return failures
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m seqlib.book", description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    prog = prog or "python -m seqlib.book"
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     ex = sub.add_parser("execute", help="execute notebooks in place and record how")
     ex.add_argument("notebooks", nargs="*", type=Path, help="default: the stale notebooks of _toc.yml")
@@ -375,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         return _command(parser, args)
     except ModuleNotFoundError as e:  # run outside the environment of requirements.txt
         print(
-            f"python -m seqlib.book {args.cmd} needs the project's requirements, and {e.name!r} is not installed "
+            f"{prog} {args.cmd} needs the project's requirements, and {e.name!r} is not installed "
             "in this Python. Install them first (the README's install step): "
             "pip install -r requirements.txt -e . (the README says how to get the CPU build of PyTorch).",
             file=sys.stderr,

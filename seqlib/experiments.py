@@ -77,7 +77,9 @@ def _train_config(cfg: dict, seed: int, progress: bool, overrides: dict | None) 
     return TrainConfig(**{**cfg["train"], "seed": seed, "progress": progress, **(overrides or {})})
 
 
-def _finish(run: Run, record_as: str | None, seed: int) -> Run:
+def _finish(run: Run, record_as: str | None, seed: int, profile: str | None) -> Run:
+    """Record the run as ``record_as`` among the results of ``profile`` (the profile it ran in; None: the current
+    one), and keep the record (its ``"path"`` says where it was written)."""
     if record_as is not None:
         results.record(
             record_as,
@@ -86,8 +88,9 @@ def _finish(run: Run, record_as: str | None, seed: int) -> Run:
             history=run.result.history,
             seed=seed,
             wall_time=run.result.wall_seconds,
+            profile=profile,
         )
-        run.record = results.load(record_as)
+        run.record = results.load(record_as, profile)
     return run
 
 
@@ -105,6 +108,16 @@ def diverged_runs(records: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- language modelling
+def _lm_corpus(experiment) -> str | None:
+    """The corpus (``char_lm`` or ``word_lm``) that profile entry ``experiment`` trains a language model on, or None
+    where it is no language-model entry (or no entry)."""
+    entry = profiles.EXPERIMENTS.get(experiment) if isinstance(experiment, str) else None
+    if not entry:
+        return None
+    corpus = next(iter(entry.values())).get("lm_data", experiment)
+    return corpus if corpus in ("char_lm", "word_lm") else None
+
+
 def run_lm(
     arch,
     experiment: str = "char_lm",
@@ -120,17 +133,28 @@ def run_lm(
 ) -> Run:
     """Train a language model on tiny Shakespeare (``char_lm``) or WikiText-2 (``word_lm``).
 
-    ``model`` replaces the built model (any module mapping tokens (B, T) to logits (B, T, V)), e.g. the outline's
-    ``TransformerModel``; ``model_options`` go to ``build_model``.
+    ``experiment``: ``char_lm``, ``word_lm``, or another language-model entry of ``seqlib.profiles`` (one that
+    names its corpus with ``lm_data``, e.g. ``ch7_char_compare``). ``model`` replaces the built model (any module
+    mapping tokens (B, T) to logits (B, T, V)), e.g. the outline's ``TransformerModel``; ``model_options`` go to
+    ``build_model``.
     """
+    lm_experiments = sorted(n for n in profiles.EXPERIMENTS if _lm_corpus(n) is not None)
+    if _lm_corpus(experiment) is None:
+        hint = (
+            f"; {experiment!r} is a classification dataset: run_classification trains on it"
+            if experiment in ("sst2", "imdb") or str(experiment).startswith(("classify_", "ch8_"))
+            else ""
+        )
+        raise ValueError(
+            f"run_lm trains language models on 'char_lm' or 'word_lm' (experiments: {', '.join(lm_experiments)}), "
+            f"not {experiment!r}{hint}"
+        )
     cfg = profiles.get(experiment, profile)
     corpus = cfg.get("lm_data", experiment)  # an experiment may declare which corpus it trains on
     if corpus == "char_lm":
         train_ids, val_ids, tok = load_char_lm("tiny_shakespeare")
-    elif corpus == "word_lm":
-        train_ids, val_ids, _, tok = load_word_lm("wikitext2")
     else:
-        raise ValueError(f"run_lm runs 'char_lm' or 'word_lm' (or an experiment with lm_data set), not {experiment!r}")
+        train_ids, val_ids, _, tok = load_word_lm("wikitext2")
     vocab = tok.vocab_size
     model_cfg = {**cfg["model"]}
     build_kwargs = {"vocab_size": vocab, **model_options}
@@ -160,7 +184,7 @@ def run_lm(
     if corpus == "char_lm":
         extra["bits_per_char"] = result.metrics.get("val_loss", float("nan")) / math.log(2)
     config = {**{k: v for k, v in cfg.items() if k != "model"}, "model": {**model_cfg, **model_options}}
-    return _finish(Run(arch, model, result, config, extra), record_as, seed)
+    return _finish(Run(arch, model, result, config, extra), record_as, seed, profile)
 
 
 def sample_text(
@@ -301,7 +325,10 @@ def run_classification(
     )
     config = {**{k: v for k, v in cfg.items() if k != "model"}, "model": {**model_cfg, **model_options}}
     return _finish(
-        Run(arch, model, result, config, {"tokenizer": tok, "train_examples": len(train_split)}), record_as, seed
+        Run(arch, model, result, config, {"tokenizer": tok, "train_examples": len(train_split)}),
+        record_as,
+        seed,
+        profile,
     )
 
 
@@ -488,4 +515,4 @@ def run_translation(
             "signatures": {"bleu": full["bleu_signature"], "chrf": full["chrf_signature"]},
         }
     )
-    return _finish(run, record_as, seed)
+    return _finish(run, record_as, seed, profile)

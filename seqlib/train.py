@@ -11,7 +11,12 @@ The loop knows nothing about the task. The caller gives
   a ``"loss"`` metric, when present, replaces the token-weighted ``val_loss`` (classification: per example).
 
 Ready-made losses: ``lm_loss`` (tokens -> logits, targets -100 ignored), ``classify_loss``,
-``seq2seq_loss`` and ``regression_loss``.
+``seq2seq_loss`` and ``regression_loss``. The three cross-entropy losses check their targets before the model's
+forward, with one wait for the GPU per batch (as the models' token check), since on a GPU an id out of range would
+be a device-side assert rather than an error: integer ids (other integer dtypes than int64 are converted to it; a
+float target is a ``TypeError``), in ``[0, V)`` where ``V`` is the size of the logits' last dimension (or -100, not
+scored, for token targets), and at least one scored target per batch. The check is skipped while
+``torch.compile`` traces the loss.
 
 Optimisation (as in nanoGPT): AdamW with weight decay on matrices only (``p.dim() >= 2``: linear and
 embedding weights; not biases or norm gains), gradient clipping, linear warmup then cosine decay:
@@ -25,6 +30,9 @@ run ends with ``lr = min_lr`` on any GPU. Seconds count training only (batches, 
 evaluation and checkpointing are excluded, so evaluating more often does not shorten training.
 On a GPU the clock is read without waiting for the GPU at every step (that would slow training down); the
 wait at each history row is added to it, so a budget overshoots by at most the work queued since that row.
+A warmup of ``max_steps`` steps or more would end the run before the peak learning rate: it is cut to
+``max_steps // 2`` (with a warning where ``warmup_steps`` asked for that many steps). A smoke profile's few warmup
+steps with ``max_steps`` overridden to 1 or 2 (a quick test) is such a case, hence a cut rather than an error.
 
 Divergence is looked for at each history row, where the loss is read anyway: a training loss or mean gradient
 norm that is not finite raises ``FloatingPointError``, or with ``on_divergence="stop"`` (every experiment of the
@@ -42,6 +50,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import itertools
 import math
 import os
@@ -75,6 +84,9 @@ __all__ = [
     "seq2seq_loss",
     "regression_loss",
     "gpt2_mfu_benchmark",
+    "resolve_amp",
+    "available_device",
+    "IGNORE_INDEX",
 ]
 
 AMP_MODES = ("auto", "bf16", "fp16", "fp32")
@@ -90,7 +102,8 @@ class TrainConfig:
     lr: float = 3e-4  # peak learning rate, reached at the end of warmup
     min_lr: float | None = None  # end of the cosine; None: lr / 10 (nanoGPT, Chinchilla)
     warmup_steps: int | float | None = None  # int: steps; float in (0, 1): fraction of max_steps; None: 5% of
-    # max_steps (at least 1), or 100 steps with a budget in seconds only
+    # max_steps (at least 1), or 100 steps with a budget in seconds only; never max_steps or more: a warmup that
+    # long is cut to max_steps // 2 (``warmup``), so that the run reaches its peak learning rate
     weight_decay: float = 0.1  # AdamW decoupled decay, on weights with dim >= 2 only
     betas: tuple[float, float] = (0.9, 0.95)  # beta2 = 0.95 rather than 0.999: steadier for transformers (GPT-3)
     grad_clip: float | None = 1.0  # max global gradient norm; None: no clipping
@@ -99,6 +112,11 @@ class TrainConfig:
     log_every: int = 10  # a history row every N steps; each row waits for the GPU once
     amp: str = "auto"  # auto: bf16 autocast where the GPU has bf16, fp16 + GradScaler on older GPUs, fp32 on CPU
     compile: bool = False  # torch.compile the model (first steps are slow while it compiles)
+    # one untimed forward and backward on the first batch of a fresh run, outside the budget's clock and the
+    # tokens/s: on a GPU the first step also pays one-off costs (library handles, kernels loaded on first use,
+    # compilation) that would eat a budget of a few seconds unevenly across architectures. No update is made and
+    # the random state is restored, so the trajectory is unchanged. None: on CUDA only. Its time: startup_seconds
+    startup_step: bool | None = None
     checkpoint_path: str | None = None  # where to save and resume from
     checkpoint_every: int | None = None  # steps between checkpoints; None: only at the end
     resume: bool = True  # resume from checkpoint_path when it exists
@@ -147,15 +165,74 @@ class TrainConfig:
             raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}")
         if self.checkpoint_every is not None and self.checkpoint_path is None:
             raise ValueError("checkpoint_every needs checkpoint_path")
+        if isinstance(w, int) and self.max_steps is not None and w >= self.max_steps:
+            warnings.warn(
+                f"warmup_steps={w} >= max_steps={self.max_steps}: the learning rate would never reach its peak; "
+                f"warming up for {self.warmup} step{'' if self.warmup == 1 else 's'} (max_steps // 2) instead",
+                stacklevel=3,
+            )
 
     @property
     def warmup(self) -> int:
-        """Warmup length in steps."""
+        """Warmup length in steps: ``warmup_steps`` resolved, and cut to ``max_steps // 2`` where it would be
+        ``max_steps`` or more (the learning rate would never reach its peak)."""
         if self.warmup_steps is None:
-            return max(1, round(0.05 * self.max_steps)) if self.max_steps is not None else 100
-        if isinstance(self.warmup_steps, float):
-            return max(1, round(self.warmup_steps * self.max_steps))
-        return self.warmup_steps
+            w = max(1, round(0.05 * self.max_steps)) if self.max_steps is not None else 100
+        elif isinstance(self.warmup_steps, float):
+            w = max(1, round(self.warmup_steps * self.max_steps))
+        else:
+            w = self.warmup_steps
+        if self.max_steps is not None and w >= self.max_steps:
+            return self.max_steps // 2
+        return w
+
+
+def resolve_amp(amp: str, device: torch.device | str | None = None) -> torch.dtype | None:
+    """The autocast dtype of ``amp`` (one of ``AMP_MODES``) on ``device``; None: no autocast (fp32).
+
+    "auto": bf16 on GPUs with bf16 tensor cores, fp16 on older GPUs, fp32 elsewhere (``autocast_dtype``);
+    "fp16" needs a CUDA GPU (its gradient scaler is CUDA's); "bf16" a device that has bf16."""
+    if not isinstance(amp, str) or amp not in AMP_MODES:
+        raise ValueError(f"amp must be one of {', '.join(repr(m) for m in AMP_MODES)}, got {amp!r}")
+    device = as_device(device)
+    cuda = device.type == "cuda"
+    if amp == "auto":
+        return autocast_dtype(device)
+    if amp == "fp16" and not cuda:
+        raise ValueError("amp='fp16' needs a CUDA GPU; use 'auto', 'bf16' or 'fp32'")
+    if amp == "bf16" and cuda and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"{device_name(device)} has no bf16; use amp='fp16' or 'auto'")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
+def available_device(device: torch.device | str | None = None) -> torch.device:
+    """``device`` as a ``torch.device`` (None: the GPU when there is one, else the CPU), or a ``ValueError``
+    that says why it cannot be used here (not a device name; no CUDA; no such GPU; no MPS)."""
+    if device is None or isinstance(device, torch.device):
+        device = as_device(device)
+    else:
+        try:
+            device = torch.device(device)
+        except (RuntimeError, TypeError) as e:
+            raise ValueError(f"device {device!r} is not a device: use 'cpu', 'cuda', 'cuda:1', 'mps' or None") from e
+    choose = "pass device='cpu', or device=None, which picks the GPU when there is one and the CPU otherwise"
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = (
+                "this PyTorch is built without CUDA (a CPU-only build)"
+                if torch.version.cuda is None
+                else "no GPU is visible (check the driver, nvidia-smi and CUDA_VISIBLE_DEVICES)"
+            )
+            raise ValueError(f"device {str(device)!r} asks for a GPU, but no CUDA device is available: {why}; {choose}")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ValueError(
+                f"device {str(device)!r}: this machine has {count} CUDA device{'s' if count != 1 else ''} "
+                f"(cuda:0{f' to cuda:{count - 1}' if count > 1 else ''})"
+            )
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device 'mps' asks for Apple's GPU, which is not available here; {choose}")
+    return device
 
 
 def learning_rate(config: TrainConfig, step: int, progress: float, warmup_end: float | None) -> float:
@@ -183,18 +260,72 @@ def _unpack(batch, n: int, names: str, loss: str):
     return batch
 
 
-def _token_ce(logits: torch.Tensor, y: torch.Tensor, loss: str, label_smoothing: float = 0.0):
+IGNORE_INDEX = -100  # a token target that is not scored (F.cross_entropy's default ignore_index)
+
+
+def _check_targets(y, loss: str, what: str, ignore: bool) -> tuple[torch.Tensor, tuple[int, int] | None]:
+    """Class-id targets, checked before the model's forward: ``(y as int64, (lo, hi))``, ``lo`` and ``hi`` the
+    smallest and largest scored id, for ``_check_range`` to compare with the logits' size after the forward.
+
+    One wait for the GPU (the ids' range and the number of scored targets in one ``.tolist()``), as the models'
+    ``check_tokens``; ``(lo, hi)`` is None while ``torch.compile`` traces (no check there). ``ignore``: -100 marks
+    a target that is not scored, and a batch needs at least one scored target."""
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"{loss}: {what} must be a tensor of class ids, got {type(y).__name__}")
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise TypeError(
+            f"{loss}: {what} must hold integer class ids (torch.long, as F.cross_entropy needs), got dtype {y.dtype}; "
+            "convert them with .long() (after rounding, if they are whole numbers stored as floats)"
+        )
+    if y.dtype != torch.int64:  # int32, int16, int8, uint8: F.cross_entropy needs int64; the ids convert exactly
+        y = y.long()
+    if y.numel() == 0:
+        raise ValueError(f"{loss}: the batch has no {what} (shape {tuple(y.shape)})")
+    if torch.compiler.is_compiling():
+        return y, None
+    if not ignore:
+        lo, hi = torch.stack(torch.aminmax(y)).tolist()  # one wait for the GPU
+        return y, (lo, hi)
+    scored = y != IGNORE_INDEX
+    lo, hi = torch.aminmax(torch.where(scored, y, 0))  # 0 is always a valid id: the range of the scored ids
+    lo, hi, n = torch.stack([lo, hi, scored.sum()]).tolist()  # one wait for the GPU, not three
+    if n == 0:
+        raise ValueError(
+            f"{loss}: every one of the batch's {y.numel()} {what} is {IGNORE_INDEX} (not scored), so its loss is "
+            "undefined (nan): check how the batch is built (padding, masking); a batch needs a scored target"
+        )
+    return y, (lo, hi)
+
+
+def _check_range(bounds: tuple[int, int] | None, n_classes: int, loss: str, what: str, ignore: bool) -> None:
+    """After the forward: the ids of ``_check_targets`` must be in [0, n_classes) (no wait for the GPU)."""
+    if bounds is None:
+        return
+    lo, hi = bounds
+    if lo < 0 or hi >= n_classes:
+        valid = f"class ids in [0, {n_classes})" + (f" or {IGNORE_INDEX} (not scored)" if ignore else "")
+        hint = ""
+        if not ignore and lo == IGNORE_INDEX:
+            hint = f" ({loss} scores every example: leave out the examples without a label rather than marking them)"
+        raise ValueError(
+            f"{loss}: {what} hold ids in [{lo}, {hi}], but the model gives {n_classes} logits per position, so they "
+            f"must be {valid}{hint}; check the labels and the model's output size (vocabulary or number of classes)"
+        )
+
+
+def _token_ce(logits: torch.Tensor, y: torch.Tensor, bounds, loss: str, what: str, label_smoothing: float = 0.0):
     if logits.dim() != 3 or logits.shape[:2] != y.shape:
         raise ValueError(
-            f"{loss}: logits must be (B, T, V) and targets (B, T); got {tuple(logits.shape)} and {tuple(y.shape)}"
+            f"{loss}: logits must be (B, T, V) and {what} (B, T); got {tuple(logits.shape)} and {tuple(y.shape)}"
         )
+    _check_range(bounds, logits.shape[-1], loss, what, ignore=True)
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"{loss}: label_smoothing must be in [0, 1), got {label_smoothing!r}")
     smoothing = label_smoothing if torch.is_grad_enabled() else 0.0  # evaluation: the plain cross entropy
     ce = F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=-100, label_smoothing=smoothing
+        logits.reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=IGNORE_INDEX, label_smoothing=smoothing
     )
-    keep = y != -100  # (B, T)
+    keep = y != IGNORE_INDEX  # (B, T)
     n = keep.sum()
     metrics = {}
     if not torch.is_grad_enabled():  # evaluation: token accuracy on the scored targets
@@ -203,30 +334,41 @@ def _token_ce(logits: torch.Tensor, y: torch.Tensor, loss: str, label_smoothing:
 
 
 def lm_loss(model: nn.Module, batch):
-    """Next-token cross entropy. Batch ``(x, y)``: tokens (B, T) and targets (B, T), -100 = not scored."""
+    """Next-token cross entropy. Batch ``(x, y)``: tokens (B, T) and targets (B, T), -100 = not scored.
+
+    The targets are checked before the forward (see the module docstring): integer ids in [0, V) or -100, at least
+    one scored."""
     x, y = _unpack(batch, 2, "(tokens, targets)", "lm_loss")
-    return _token_ce(model(x), y, "lm_loss")  # model(x): (B, T, V)
+    y, bounds = _check_targets(y, "lm_loss", "targets", ignore=True)
+    return _token_ce(model(x), y, bounds, "lm_loss", "targets")  # model(x): (B, T, V)
 
 
 def seq2seq_loss(model: nn.Module, batch, label_smoothing: float = 0.0):
     """Batch ``(src, src_mask, tgt_in, tgt_out)``; ``model(src, tgt_in, src_mask=src_mask)`` -> (B, T, V).
 
+    ``tgt_out`` (B, T): target ids, -100 = not scored (padding); checked before the forward as ``lm_loss``'s.
     ``label_smoothing``: the training target puts that much of its probability evenly over the vocabulary
     (Szegedy et al. 2016; 0.1 in Vaswani et al. 2017), e.g. ``functools.partial(seq2seq_loss, label_smoothing=0.1)``.
     Evaluation (no gradients) always reports the plain cross entropy, so validation losses stay comparable.
     """
     src, src_mask, tgt_in, tgt_out = _unpack(batch, 4, "(src, src_mask, tgt_in, tgt_out)", "seq2seq_loss")
-    return _token_ce(model(src, tgt_in, src_mask=src_mask), tgt_out, "seq2seq_loss", label_smoothing)
+    tgt_out, bounds = _check_targets(tgt_out, "seq2seq_loss", "tgt_out", ignore=True)
+    logits = model(src, tgt_in, src_mask=src_mask)
+    return _token_ce(logits, tgt_out, bounds, "seq2seq_loss", "tgt_out", label_smoothing)
 
 
 def classify_loss(model: nn.Module, batch):
-    """Batch ``(tokens, mask, labels)``; ``model(tokens, mask)`` -> logits (B, C). Tokens = real tokens."""
+    """Batch ``(tokens, mask, labels)``; ``model(tokens, mask)`` -> logits (B, C). Tokens = real tokens.
+
+    ``labels`` (B,): class ids in [0, C), checked before the forward (every example is scored: no -100 here)."""
     tokens, mask, labels = _unpack(batch, 3, "(tokens, mask, labels)", "classify_loss")
+    labels, bounds = _check_targets(labels, "classify_loss", "labels", ignore=False)
     logits = model(tokens, mask)  # (B, C)
     if logits.dim() != 2 or logits.shape[0] != labels.shape[0] or labels.dim() != 1:
         raise ValueError(
             f"classify_loss: logits must be (B, C) and labels (B,); got {tuple(logits.shape)} and {tuple(labels.shape)}"
         )
+    _check_range(bounds, logits.shape[-1], "classify_loss", "labels", ignore=False)
     loss = F.cross_entropy(logits, labels)
     b = labels.shape[0]
     n_tokens = mask.sum() if mask is not None else tokens.numel()
@@ -347,6 +489,7 @@ class TrainResult:
     device: str
     config: dict = field(default_factory=dict)
     diverged_at_step: int | None = None  # "diverged": the log step that saw it; ``steps`` is the model's last good one
+    startup_seconds: float = 0.0  # the untimed first forward and backward (TrainConfig.startup_step); 0: none
 
     @property
     def perplexity(self) -> float:
@@ -364,6 +507,7 @@ class TrainResult:
             "n_params": self.n_params,
             "mfu": self.mfu,
             "stopped_by": self.stopped_by,
+            "startup_seconds": self.startup_seconds,
             **({"diverged_at_step": self.diverged_at_step} if self.diverged_at_step is not None else {}),
         }
 
@@ -380,6 +524,8 @@ class Trainer:
     evaluation, an iterable is re-iterated from its start) gives ``val_loss`` and the loss's metrics;
     ``evaluate(model) -> dict`` adds any other metric (BLEU, samples' scores) at the same steps.
     ``flops_per_token``: training FLOPs per token (about 6 x parameters, plus attention) for MFU.
+    ``device``: where to train (None: the GPU when there is one, else the CPU); a device this machine lacks (e.g.
+    "cuda" on a CPU-only PyTorch) is a ``ValueError`` that says so (``available_device``).
     """
 
     def __init__(
@@ -397,7 +543,7 @@ class Trainer:
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
         self.config, self.loss_fn, self.evaluate, self.flops_per_token = config, loss_fn, evaluate, flops_per_token
-        self.device = as_device(device)
+        self.device = available_device(device)
         self.model = model.to(self.device)
         self.amp_dtype = self._resolve_amp(config.amp)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
@@ -412,6 +558,7 @@ class Trainer:
             )
         self.eval_batches = eval_batches
         self.step, self.train_seconds, self.tokens, self.warmup_end, self.last_eval_step = 0, 0.0, 0, None, -1
+        self.startup_seconds = 0.0
         self.lr = float("nan")  # of the last update
         self.batches_consumed, self.rows = 0, []
         self.good = None  # on_divergence="stop": (step, tokens, weights) at the last finite log row
@@ -420,14 +567,7 @@ class Trainer:
 
     # -- setup
     def _resolve_amp(self, amp: str) -> torch.dtype | None:
-        cuda = self.device.type == "cuda"
-        if amp == "auto":
-            return autocast_dtype(self.device)
-        if amp == "fp16" and not cuda:
-            raise ValueError("amp='fp16' needs a CUDA GPU; use 'auto', 'bf16' or 'fp32'")
-        if amp == "bf16" and cuda and not torch.cuda.is_bf16_supported():
-            raise ValueError(f"{device_name(self.device)} has no bf16; use amp='fp16' or 'auto'")
-        return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+        return resolve_amp(amp, self.device)
 
     def _make_optimizer(self) -> torch.optim.AdamW:
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -589,6 +729,7 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "step": self.step,
             "train_seconds": self.train_seconds,
+            "startup_seconds": self.startup_seconds,
             "tokens": self.tokens,
             "warmup_end": self.warmup_end,
             "lr": self.lr,
@@ -622,13 +763,17 @@ class Trainer:
                 "resuming with a different budget: the learning-rate schedule changes from here on", stacklevel=2
             )
         self.model.load_state_dict(ck["model"])
-        self.optimizer.load_state_dict(ck["optimizer"])
-        for g in self.optimizer.param_groups:  # the checkpoint may come from another device
-            g["fused"] = self.device.type == "cuda" or None
+        # the checkpoint may come from another device: fused AdamW (CUDA) wants its step counters on the
+        # parameters' device, and load_state_dict places them by the *saved* groups' "fused" flag, so set it first
+        fused = self.device.type == "cuda" or None
+        opt_state = dict(ck["optimizer"])
+        opt_state["param_groups"] = [{**g, "fused": fused} for g in opt_state["param_groups"]]
+        self.optimizer.load_state_dict(opt_state)
         if self.scaler is not None and ck["scaler"] is not None:
             self.scaler.load_state_dict(ck["scaler"])
         for k in ("step", "train_seconds", "tokens", "warmup_end", "lr", "last_eval_step", "batches_consumed"):
             setattr(self, k, ck[k])
+        self.startup_seconds = ck.get("startup_seconds", 0.0)
         self.rows = list(ck["history"])
         self.acc = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in ck["interval"].items()}
         _set_rng_state(ck["rng"])
@@ -661,8 +806,32 @@ class Trainer:
             bar.close()
         return self._result(stopped_by, time.perf_counter() - wall0)
 
+    def _startup(self, batch) -> None:
+        """``TrainConfig.startup_step``: forward and backward on ``batch``, untimed by the budget, no update, the
+        random state restored; its seconds (synchronized) go to ``startup_seconds``."""
+        t0 = time.perf_counter()
+        cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            with self._autocast():
+                loss = self.loss_fn(self.forward_model, batch)[0]
+            loss.backward()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.startup_seconds = time.perf_counter() - t0
+
     def _loop(self, bar) -> str:
         c, last_ckpt = self.config, self.step
+        pending = None  # the first batch, already drawn for the startup step
+        startup = c.startup_step if c.startup_step is not None else self.device.type == "cuda"
+        if startup and self.step == 0:
+            try:
+                pending = _to_device(self.source.next(), self.device)
+            except _Exhausted:
+                pending = None  # no batch at all: the loop below says so
+            else:
+                self.batches_consumed += 1
+                self._startup(pending)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         while True:
@@ -673,13 +842,16 @@ class Trainer:
                 stopped_by = "max_seconds"
                 break
             t0 = time.perf_counter()
-            try:
-                batch = self.source.next()
-            except _Exhausted:
-                stopped_by = "data exhausted"
-                break
-            self.batches_consumed += 1
-            self._train_step(_to_device(batch, self.device))
+            if pending is not None:
+                batch, pending = pending, None
+            else:
+                try:
+                    batch = _to_device(self.source.next(), self.device)
+                except _Exhausted:
+                    stopped_by = "data exhausted"
+                    break
+                self.batches_consumed += 1
+            self._train_step(batch)
             self.step += 1
             dt = time.perf_counter() - t0
             self.train_seconds += dt
@@ -757,6 +929,7 @@ class Trainer:
             device_name(self.device),
             dataclasses.asdict(self.config),
             self.diverged_at_step,
+            self.startup_seconds,
         )
 
 
@@ -799,7 +972,9 @@ def train(
     ).run()
 
 
-def gpt2_mfu_benchmark(profile: str | None = None, steps: int = 40, compile: bool | None = None) -> dict[str, Any]:
+def gpt2_mfu_benchmark(
+    profile: str | None = None, steps: int | None = None, compile: bool | None = None
+) -> dict[str, Any]:
     """Training throughput and model FLOPs utilisation of a GPT-2-small-sized Transformer LM.
 
     Full profile on a GPU: 12 layers, d=768, 12 heads, T=1024, batch 32, vocabulary 50304, bf16 autocast, SDPA,
@@ -807,6 +982,9 @@ def gpt2_mfu_benchmark(profile: str | None = None, steps: int = 40, compile: boo
     FLOPs per token are 6·N + 12·L·T·d (PaLM, appendix B: the weights plus the attention scores);
     tokens/s is the median over the logged intervals after the first third of the run (compilation excluded).
     Elsewhere a tiny configuration checks the code path and MFU is None.
+
+    ``steps``: optimizer steps of the run, honoured in every profile; None: 40 in the full profile on a GPU, 6 for
+    the tiny configuration.
 
     ``compile``: None compiles in the full profile only. Where ``torch.compile`` fails (it needs Triton and a C
     compiler at run time), the run is made again without it, with a warning, and the result says so.
@@ -817,6 +995,10 @@ def gpt2_mfu_benchmark(profile: str | None = None, steps: int = 40, compile: boo
     device = as_device(None)
     full = (profile or current_profile()) == "full" and device.type == "cuda"
     compile = full if compile is None else compile
+    if steps is None:
+        steps = 40 if full else 6
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int or None, got {steps!r}")
     # batch 32 x 1,024 tokens: big enough that each step's matrix products, not kernel launches, set the pace; by an
     # estimate (34 bytes per token, layer and width in bf16 with flash attention, plus the logits) 20-30 GB, within
     # an 80 GB H100
@@ -829,7 +1011,11 @@ def gpt2_mfu_benchmark(profile: str | None = None, steps: int = 40, compile: boo
     def run(compiled: bool):
         model = build_model("transformer", "lm", vocab_size=V, d_model=d, n_layers=L, n_heads=H)
         config = TrainConfig(
-            max_steps=steps if full else 6, warmup_steps=1, compile=compiled, log_every=5 if full else 1, progress=False
+            max_steps=steps,
+            warmup_steps=min(1, steps // 2),
+            compile=compiled,
+            log_every=5 if full else 1,
+            progress=False,
         )
         return model, train(
             model, batch, config, flops_per_token=6 * count_params(model) + 12 * L * T * d, device=device
@@ -842,8 +1028,14 @@ def gpt2_mfu_benchmark(profile: str | None = None, steps: int = 40, compile: boo
         if not compile:
             raise
         compile_error = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+    if compile_error is not None:
+        # outside the except block: its traceback would keep the failed run's model, optimizer state and
+        # activations alive (several GB on a GPU) while the fallback runs
         warnings.warn(f"torch.compile failed ({compile_error}); measuring without it", stacklevel=2)
         compile = False
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
         model, result = run(False)
     n_params = count_params(model)
     flops_per_token = 6 * n_params + 12 * L * T * d

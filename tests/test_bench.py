@@ -177,3 +177,46 @@ def test_linear_time_verdict_needs_the_sweep_to_tell_linear_from_quadratic():
     assert v({"mamba": 1.0, "transformer": 1.2}, ["mamba"]).startswith("inconclusive")  # attention looks linear too
     assert v({"mamba": 1.6, "transformer": 1.9}, ["mamba"]) == "not confirmed by this run"
     assert v({"mamba": 1.0}, ["mamba"]) == v({"mamba": float("nan"), "transformer": 2.0}, ["mamba"]) == "not measured"
+
+
+def test_bench_mixer_takes_amp_as_the_trainer_does_and_explains_bad_input():
+    run = {"mode": "train", "device": "cpu", "warmup": 0, "repeats": 1}
+    assert bench.bench_mixer(ToyMixer, [4], amp="bf16", **run)["status"].tolist() == ["ok"]
+    cpu = torch.device("cpu")
+    for amp, dtype in [("bf16", torch.bfloat16), ("fp32", None), ("auto", None), (torch.float16, torch.float16)]:
+        assert bench._amp_dtype(amp, cpu) == dtype
+    assert bench._amp_dtype(torch.float32, cpu) is None and bench._amp_dtype(None, cpu) is None
+    with pytest.raises(ValueError, match="fp16' needs a CUDA GPU"):
+        bench.bench_mixer(ToyMixer, [4], amp="fp16", **run)
+    with pytest.raises(ValueError, match="amp must be one of"):
+        bench.bench_mixer(ToyMixer, [4], amp="fp8", **run)
+    with pytest.raises(TypeError, match=r"callable returning a fresh mixer.*a ToyMixer already built"):
+        bench.bench_mixer(ToyMixer(), [4], **run)
+    with pytest.raises(TypeError, match=r"must return a mixer \(an nn.Module\), got int"):
+        bench.bench_mixer(lambda: 3, [4], **run)
+    for lengths in ([0], [-5, 4], []):
+        with pytest.raises(ValueError, match="lengths must be one or more whole numbers >= 1"):
+            bench.bench_mixer(ToyMixer, lengths, **run)
+    assert bench.bench_mixer(ToyMixer, [0], **{**run, "mode": "decode"})["status"].tolist() == ["ok"]  # a prefix
+
+
+def test_training_peak_memory_counts_the_gradients_on_every_call():
+    """Gradients are freed at the end of each call: the second call's peak still holds them (freed at the start
+    instead, the previous call's gradients sat in the baseline and cancelled out)."""
+    from torch import nn
+
+    from seqlib.bench import peak_memory, train_step_fn
+
+    class Dense(nn.Module):  # a stand-in mixer: (B, T, D) -> (B, T, D)
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(256, 256)
+
+        def forward(self, x):
+            return self.lin(x)
+
+    fn = train_step_fn(Dense(), torch.randn(1, 1, 256))
+    grads = (256 * 256 + 256) * 4
+    peaks = [peak_memory(fn) for _ in range(3)]
+    assert all(p >= grads for p in peaks), peaks
+    assert max(peaks) - min(peaks) < grads / 4, peaks

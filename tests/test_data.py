@@ -174,6 +174,7 @@ def test_no_data_and_no_hub(no_network, name):
     with pytest.raises(RuntimeError, match="set SEQLIB_DATA to a folder.*connect to the internet") as info:
         load_corpus(name)
     assert "no route to huggingface.co" in str(info.value)
+    assert isinstance(info.value, corpora.DataUnavailableError)  # the command line shows it as one line
 
 
 def test_hub_columns_match_local(no_network, monkeypatch):
@@ -422,3 +423,13 @@ def test_load_translation(local):
     assert tgt_tok.decode(tgt_out[0, :n].tolist()) == val.tgt_texts[i] and tgt_out[0, n] == tgt_tok.eos_id
     with pytest.raises(ValueError, match="'en' and 'de'"):
         load_translation(src_lang="fr")
+
+
+def test_the_package_docstring_names_every_synthetic_task_and_the_loaders_are_documented():
+    import seqlib.data as data
+    from seqlib.data import loaders
+
+    assert all(f"``{name}``" in data.__doc__ for name in data.SYNTHETIC_TASKS)
+    assert all(hasattr(data, name) for name in data.SYNTHETIC_TASKS)
+    for fn in (loaders.load_char_lm, loaders.load_word_lm, loaders.load_classification, loaders.load_translation):
+        assert fn.__doc__ and len(fn.__doc__.strip()) > 80, fn.__name__

@@ -125,3 +125,14 @@ def test_diverged_runs_names_the_runs_that_stopped_at_divergence():
     assert diverged_runs({"a": ok}) == "diverged: none (of 1 run)"
     line = diverged_runs({"a": ok, "b": bad})
     assert line.startswith("diverged: b (by step 50, kept step 40)") and "a (" not in line
+
+
+def test_run_lm_names_the_experiments_it_runs():
+    from seqlib.experiments import run_lm
+
+    with pytest.raises(ValueError, match="run_lm trains language models on 'char_lm' or 'word_lm'.*run_classification"):
+        run_lm("lstm", "sst2", profile="smoke")
+    with pytest.raises(ValueError, match=r"experiments: ch10_char, ch7_char_compare, .*word_lm\), not 'classify_sst2'"):
+        run_lm("lstm", "classify_sst2", profile="smoke")
+    with pytest.raises(ValueError, match="not 'poetry'$"):
+        run_lm("lstm", "poetry", profile="smoke")

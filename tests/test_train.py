@@ -412,3 +412,140 @@ def test_mfu_benchmark_measures_without_compile_where_compile_fails(monkeypatch)
     assert "compile=False" in out["config"] and out["tokens_per_s"] > 0
     assert out["compile_error"] == "RuntimeError: no C compiler found"
     assert train_module.gpt2_mfu_benchmark(profile="smoke")["compile_error"] is None
+
+
+# ----------------------------------------------------------------------------- bad input: targets, warmup, device
+class CountingLM(TinyLM):
+    """TinyLM that counts its forwards."""
+
+    def __init__(self):
+        super().__init__(dropout=0.0)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return super().forward(x)
+
+
+def count_syncs(monkeypatch) -> list:
+    """Counts ``Tensor.tolist`` and ``Tensor.item`` calls: each is one wait for the GPU."""
+    calls = []
+    for name in ("tolist", "item"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda t, _f=original, _n=name: calls.append(_n) or _f(t))
+    return calls
+
+
+def test_lm_targets_are_checked_with_one_sync_before_the_forward(monkeypatch):
+    x = torch.randint(0, V, (B, T))
+    model = CountingLM()
+    for bad, match in [
+        (torch.full((B, T), V), rf"targets hold ids in \[{V}, {V}\].*{V} logits per position"),
+        (torch.full((B, T), -1), rf"in \[0, {V}\) or -100 \(not scored\)"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            lm_loss(model, (x, bad))
+    before = model.calls
+    with pytest.raises(TypeError, match="integer class ids"):
+        lm_loss(model, (x, torch.zeros(B, T)))
+    with pytest.raises(ValueError, match="every one of the batch's 32 targets is -100"):
+        lm_loss(model, (x, torch.full((B, T), -100)))
+    assert model.calls == before  # refused before the forward
+    y = (x + 1) % V
+    y[:, :2] = -100
+    syncs = count_syncs(monkeypatch)
+    loss, n, _ = lm_loss(model, (x, y.int()))  # int32 targets are converted exactly to the int64 of cross_entropy
+    assert syncs == ["tolist"] and n == B * (T - 2)
+    monkeypatch.undo()
+    torch.testing.assert_close(loss, lm_loss(model, (x, y))[0])
+    syncs = count_syncs(monkeypatch)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    lm_loss(model, (x, y))
+    assert syncs == []  # no check (and no wait) while torch.compile traces
+
+
+def test_seq2seq_and_classify_targets_are_checked():
+    src = torch.randint(0, V, (B, T))
+    tgt_out = torch.randint(0, V, (B, T))
+    tgt_out[0, 0] = V + 3
+    with pytest.raises(ValueError, match=r"seq2seq_loss: tgt_out hold ids in \[0, 19\]"):
+        seq2seq_loss(TinySeq2Seq(), (src, None, src, tgt_out))
+    mask = torch.ones(B, T, dtype=torch.bool)
+    for labels, error, match in [
+        (torch.tensor([0, 1, 2, 3]), ValueError, r"labels hold ids in \[0, 3\].*3 logits.*\[0, 3\);"),
+        (torch.tensor([0, 1, -100, 2]), ValueError, "scores every example"),
+        (torch.tensor([0.0, 1.0, 2.0, 1.0]), TypeError, "integer class ids"),
+        (torch.tensor([], dtype=torch.long), ValueError, "no labels"),
+    ]:
+        with pytest.raises(error, match=match):
+            classify_loss(TinyClassifier(), (src, mask, labels))
+    with torch.no_grad():
+        loss, _, metrics = classify_loss(TinyClassifier(), (src, mask, torch.tensor([0, 1, 2, 1], dtype=torch.uint8)))
+    assert torch.isfinite(loss) and metrics["accuracy"][1] == B
+
+
+def test_a_batch_without_a_scored_target_is_named_not_reported_as_divergence():
+    def unscored(gen):
+        x, y = get_batch(gen)
+        return x, torch.full_like(y, -100)
+
+    with pytest.raises(ValueError, match="-100 \\(not scored\\)"):
+        train(make_model(), unscored, config(max_steps=3))
+
+
+def test_warmup_as_long_as_the_run_is_cut_so_that_the_peak_is_reached():
+    with pytest.warns(UserWarning, match=r"warmup_steps=50 >= max_steps=5.*2 steps"):
+        c = TrainConfig(max_steps=5, warmup_steps=50, lr=1.0, progress=False, log_every=1)
+    assert c.warmup == 2
+    assert TrainConfig(max_steps=1).warmup == 0 and TrainConfig(max_steps=2, warmup_steps=0.9).warmup == 1
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warmup shorter than the run is left alone, silently
+        assert TrainConfig(max_steps=4, warmup_steps=3).warmup == 3
+    res = train(make_model(), get_batch, c)
+    assert res.history["lr"].max() == pytest.approx(1.0)
+
+
+def test_a_device_this_machine_lacks_is_named(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="no CUDA device is available.*device='cpu'"):
+        train(make_model(), get_batch, config(), device="cuda")
+    with pytest.raises(ValueError, match="'gpu' is not a device"):
+        Trainer(make_model(), get_batch, config(), device="gpu")
+
+
+def test_mfu_benchmark_honours_steps_in_every_profile(monkeypatch):
+    import seqlib.train as train_module
+
+    seen = []
+    real_train = train_module.train
+    monkeypatch.setattr(train_module, "train", lambda *a, **k: seen.append(a[2].max_steps) or real_train(*a, **k))
+    assert train_module.gpt2_mfu_benchmark(profile="smoke", steps=2, compile=False)["tokens_per_s"] > 0
+    assert seen == [2]
+    with pytest.raises(ValueError, match="steps must be a positive int"):
+        train_module.gpt2_mfu_benchmark(profile="smoke", steps=0)
+
+
+def test_startup_step_is_untimed_and_leaves_the_trajectory_unchanged(tmp_path):
+    """The untimed first forward and backward: no update, the random state restored (dropout draws the same
+    masks), the same batches in the same order, its time outside the budget's clock."""
+    a, b = make_model(), make_model()
+    plain = train(a, get_batch, config(startup_step=False))
+    warmed = train(b, get_batch, config(startup_step=True))
+    assert plain.startup_seconds == 0.0 and warmed.startup_seconds > 0
+    assert warmed.summary()["startup_seconds"] == warmed.startup_seconds
+    assert warmed.steps == plain.steps and warmed.tokens == plain.tokens
+    assert warmed.history["train_loss"].tolist() == plain.history["train_loss"].tolist()
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+    # a one-shot iterable: the batch drawn for the startup step is the first one trained on, not skipped
+    c, d = make_model(), make_model()
+    r1 = train(c, FixedBatches(n=6), config(max_steps=6, startup_step=False))
+    r2 = train(d, FixedBatches(n=6), config(max_steps=6, startup_step=True))
+    assert r1.history["train_loss"].tolist() == r2.history["train_loss"].tolist()
+    # a resumed run does not repeat it, and keeps the time it recorded
+    ck = tmp_path / "ck.pt"
+    first = train(make_model(), get_batch, config(max_steps=4, startup_step=True, checkpoint_path=str(ck)))
+    with pytest.warns(UserWarning, match="different budget"):
+        again = train(make_model(), get_batch, config(max_steps=8, startup_step=True, checkpoint_path=str(ck)))
+    assert again.steps == 8 and again.startup_seconds == first.startup_seconds

@@ -2,10 +2,12 @@
 
 * ``corpora``: ``load_corpus(name, split=None)`` gives tiny Shakespeare, WikiText-2, SST-2, IMDB and
   Multi30k as Hugging Face datasets, read from the local mirror named by ``SEQLIB_DATA`` (checked against
-  its ``SHA256SUMS``) or from the hub when it is unset.
+  its ``SHA256SUMS``: ``ChecksumError``) or from the hub when it is unset (``DataUnavailableError`` when neither
+  can give it).
 * ``tokenizers``: ``CharTokenizer``, ``WordTokenizer``, ``train_bpe`` (byte-level BPE, cached on disk).
-* ``synthetic``: copying, selective copying, associative recall, induction heads, the adding problem
-  (``SYNTHETIC_TASKS``) and ``token_accuracy``.
+* ``synthetic``: the tasks of ``SYNTHETIC_TASKS``, ``copying``, ``selective_copying``, ``associative_recall``,
+  ``induction_heads``, ``adding_problem`` (the regression task: ``REGRESSION_TASKS``) and ``lag_copy``; and
+  ``token_accuracy``.
 * ``batching``: ``lm_batches``, ``lm_eval_batches``, ``truncate``, ``classification_batches``, ``seq2seq_batches``.
 * ``loaders``: ``load_char_lm``, ``load_word_lm``, ``load_classification``, ``load_translation``.
 """
@@ -19,7 +21,7 @@ from .batching import (
     seq2seq_batches,
     truncate,
 )
-from .corpora import CORPORA, SPLITS, ChecksumError, cache_dir, data_root, load_corpus
+from .corpora import CORPORA, SPLITS, ChecksumError, DataUnavailableError, cache_dir, data_root, load_corpus
 from .loaders import (
     ClassificationSplit,
     TranslationSplit,
@@ -36,6 +38,7 @@ from .synthetic import (
     associative_recall,
     copying,
     induction_heads,
+    lag_copy,
     selective_copying,
     token_accuracy,
 )
@@ -51,6 +54,7 @@ __all__ = [
     "BPETokenizer",
     "CharTokenizer",
     "ChecksumError",
+    "DataUnavailableError",
     "ClassificationSplit",
     "TranslationSplit",
     "WordTokenizer",
@@ -61,6 +65,7 @@ __all__ = [
     "copying",
     "data_root",
     "induction_heads",
+    "lag_copy",
     "lm_batches",
     "lm_eval_batches",
     "load_char_lm",

@@ -87,6 +87,11 @@ class ChecksumError(ValueError):
     """A local data file's sha256 differs from the one listed in ``SHA256SUMS``."""
 
 
+class DataUnavailableError(RuntimeError):
+    """Neither a local mirror (``SEQLIB_DATA`` unset) nor the Hugging Face hub could give a corpus; the message
+    says how to get one."""
+
+
 def cache_dir() -> Path:
     """Folder for seqlib's on-disk caches: ``$SEQLIB_CACHE``, else ``$XDG_CACHE_HOME/seqlib`` or ``~/.cache/seqlib``."""
     if os.environ.get("SEQLIB_CACHE"):
@@ -270,7 +275,7 @@ def _shakespeare_text() -> str:
                 raw = _http_get(SHAKESPEARE_URL)
             except Exception as e2:
                 errors.append(f"{SHAKESPEARE_URL}: {type(e2).__name__}: {e2}")
-                raise RuntimeError(_fix_message(errors)) from e2
+                raise DataUnavailableError(_fix_message(errors)) from e2
             cached.parent.mkdir(parents=True, exist_ok=True)
             tmp = cached.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_bytes(raw)
@@ -292,7 +297,7 @@ def _load_hub(name: str) -> datasets.DatasetDict:
     try:
         hub = _hub_load_dataset(path, config)
     except Exception as e:
-        raise RuntimeError(_fix_message([f"hub {path}: {type(e).__name__}: {e}"])) from e
+        raise DataUnavailableError(_fix_message([f"hub {path}: {type(e).__name__}: {e}"])) from e
     columns = {
         "wikitext2": ["text"],
         "sst2": ["sentence", "label"],

@@ -97,6 +97,12 @@ def _supported(name: str, names: tuple[str, ...], what: str) -> None:
 
 
 def load_char_lm(name: str = "tiny_shakespeare") -> tuple[torch.Tensor, torch.Tensor, CharTokenizer]:
+    """Tiny Shakespeare as character ids: ``(train_ids, val_ids, tokenizer)``.
+
+    ``train_ids`` and ``val_ids`` are 1-D LongTensors of the text's two splits (``load_corpus``: the first 90% of
+    the text and the rest); the ``CharTokenizer``'s vocabulary is every character of the text (65, as nanoGPT's
+    shakespeare_char). Only ``"tiny_shakespeare"`` is available (else ``ValueError``).
+    """
     _supported(name, ("tiny_shakespeare",), "character language modeling")
     corpus = load_corpus(name)
     train, val = corpus["train"][0]["text"], corpus["validation"][0]["text"]
@@ -105,6 +111,13 @@ def load_char_lm(name: str = "tiny_shakespeare") -> tuple[torch.Tensor, torch.Te
 
 
 def load_word_lm(name: str = "wikitext2") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, WordTokenizer]:
+    """WikiText-2 as word ids: ``(train_ids, val_ids, test_ids, tokenizer)``.
+
+    Each split is one 1-D LongTensor of its lines' words, ``<eos>`` after every line; the ``WordTokenizer``'s
+    vocabulary is that of the training split (33,278 words, as pytorch/examples ``word_language_model``; a word of
+    the other splits missing from it is ``<unk>``, which WikiText-2 uses itself). Only
+    ``"wikitext2"`` is available (else ``ValueError``).
+    """
     _supported(name, ("wikitext2",), "word language modeling")
     corpus = load_corpus(name)
     tok = WordTokenizer(column(corpus["train"], "text"))
@@ -125,6 +138,16 @@ def load_classification(
     truncation: str = "head_tail",
     max_examples: int | None = None,
 ) -> tuple[ClassificationSplit, ClassificationSplit, BPETokenizer]:
+    """A sentiment corpus, BPE-tokenized: ``(train, held_out, tokenizer)``.
+
+    ``name``: ``"sst2"`` (``held_out`` is its validation split: its test split has no labels) or ``"imdb"``
+    (``held_out`` is its test split; ``<br />`` tags become spaces). The ``BPETokenizer`` (``vocab_size`` entries,
+    cached on disk) is trained on the training texts only. Each ``ClassificationSplit`` holds the texts' ids cut to
+    ``max_len`` tokens (``truncation``: ``"head_tail"`` keeps the first quarter and the last three quarters,
+    ``"head"`` the first ``max_len``) and their labels (0 negative, 1 positive). ``max_examples``: that many texts
+    of each split, drawn at random (seed 0) before the tokenizer is trained. Bad arguments are a ``ValueError``
+    before any data is read.
+    """
     _supported(name, ("imdb", "sst2"), "text classification")
     truncate([], max_len, truncation)  # a bad max_len or truncation fails before the corpus is read
     if max_examples is not None and (not isinstance(max_examples, int) or max_examples < 1):
@@ -153,6 +176,14 @@ def load_classification(
 def load_translation(
     name: str = "multi30k", vocab_size: int = 8000, src_lang: str = "en", tgt_lang: str = "de"
 ) -> tuple[TranslationSplit, TranslationSplit, TranslationSplit, BPETokenizer, BPETokenizer]:
+    """Multi30k sentence pairs, BPE-tokenized: ``(train, val, test, src_tokenizer, tgt_tokenizer)``.
+
+    The splits are ``TranslationSplit`` objects (ids of each side, the raw sentences for BLEU, and the target
+    tokenizer's ``<pad>``/``<bos>``/``<eos>`` ids); the test split is test2016 (Flickr). ``src_lang`` and
+    ``tgt_lang``: ``"en"`` and ``"de"`` in either order. One ``BPETokenizer`` per language (``vocab_size`` entries
+    each, cached on disk), trained on its side of the training split; both share the special ids. Only
+    ``"multi30k"`` is available (else ``ValueError``).
+    """
     _supported(name, ("multi30k",), "translation")
     if {src_lang, tgt_lang} != {"en", "de"}:
         raise ValueError(f"multi30k has the languages 'en' and 'de', got src_lang={src_lang!r}, tgt_lang={tgt_lang!r}")

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Mixer, check_sequence
+from .base import IMPLS, Mixer, check_seq_len, check_sequence
 
 
 def apply_rope(x: torch.Tensor, positions: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
@@ -106,6 +106,8 @@ class AttentionMixer(Mixer):
     """Multi-head self-attention ("transformer"). Options: ``n_heads``, ``rope``, ``rope_base``, ``dropout``
     (on the attention weights, training only). Streams with a KV cache."""
 
+    state_type, state_keys = dict, ("k", "v", "pos")
+
     def __init__(
         self,
         d_model: int,
@@ -168,7 +170,7 @@ class AttentionMixer(Mixer):
 
     def attention_map(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """The attention weights (B, H, T, T), for plots (no dropout)."""
-        check_sequence(x, self.d_model, mask)
+        self.check_input(x, mask)
         q, k, _ = self.project(x, self._positions(x.shape[1], x.device))
         _, w = attention(q, k, torch.zeros_like(k[..., :1]), allowed=self.allowed(x.shape[1], mask, x.device))
         return w
@@ -176,8 +178,7 @@ class AttentionMixer(Mixer):
     # ---------------------------------------------------------------- streaming
     def init_state(self, batch_size: int, device=None, dtype: torch.dtype | None = None) -> dict:
         """An empty KV cache: keys and values (B, H, 0, d_head) and the position of the next token."""
-        self._check_can_step()
-        device, dtype = self._device_dtype(device, dtype)
+        device, dtype = self._begin_state(batch_size, device, dtype)
         empty = torch.zeros(batch_size, self.n_heads, 0, self.d_head, device=device, dtype=dtype)
         return {"k": empty, "v": empty.clone(), "pos": 0}
 
@@ -185,10 +186,7 @@ class AttentionMixer(Mixer):
         return k, v  # full attention keeps every key; the sliding window keeps the last `window`
 
     def _append(self, x_t: torch.Tensor, state: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-        """Project one token at position ``state['pos']`` and append its key/value to the cache."""
-        self.check_step_input(x_t)
-        if state["k"].shape[0] != x_t.shape[0]:
-            raise ValueError(f"state is for batch size {state['k'].shape[0]}, got x_t with batch {x_t.shape[0]}")
+        """Project one token at position ``state['pos']`` and append its key/value to the cache (``state`` checked)."""
         pos = state["pos"]
         q, k, v = self.project(x_t[:, None], torch.tensor([pos], device=x_t.device))  # (B, H, 1, dh)
         k = torch.cat([state["k"], k.to(state["k"].dtype)], dim=2)  # (B, H, n+1, dh)
@@ -202,13 +200,14 @@ class AttentionMixer(Mixer):
         return attention(q, k, v)[0]
 
     def step(self, x_t: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
+        self.check_step_input(x_t, state)
         q, k, v, pos = self._append(x_t, state)
         k, v = self._trim_cache(k, v)
         y = self.merge(self._attend_one(q, k, v))[:, 0]  # (B, D)
         return y, {"k": k, "v": v, "pos": pos + 1}
 
     def state_size(self, seq_len: int) -> int:
-        return 2 * seq_len * self.d_model  # K and V, every head, every past token
+        return 2 * check_seq_len(seq_len) * self.d_model  # K and V, every head, every past token
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, n_heads={self.n_heads}, rope={self.rope}"
@@ -224,16 +223,17 @@ class CrossAttention(nn.Module):
     def __init__(self, d_model: int, n_heads: int = 4, impl: str = "fast"):
         super().__init__()
         _check_heads(d_model, n_heads, rope=False)
-        if impl not in ("fast", "reference"):
-            raise ValueError(f"impl must be 'fast' or 'reference', got {impl!r}")
+        if impl not in IMPLS:
+            raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
         self.d_model, self.n_heads, self.d_head, self.impl = d_model, n_heads, d_model // n_heads, impl
         self.q = nn.Linear(d_model, d_model)
         self.kv = nn.Linear(d_model, 2 * d_model)
         self.out = nn.Linear(d_model, d_model)
 
     def _project(self, x: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor | None):
-        check_sequence(x, self.d_model)
-        check_sequence(memory, self.d_model, memory_mask)
+        dtype = self.q.weight.dtype
+        check_sequence(x, self.d_model, dtype=dtype)
+        check_sequence(memory, self.d_model, memory_mask, dtype)
         if memory.shape[0] != x.shape[0]:
             raise ValueError(f"memory batch {memory.shape[0]} differs from the queries' batch {x.shape[0]}")
         B, Tq, _ = x.shape

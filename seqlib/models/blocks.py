@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import CrossAttention
-from .base import Mixer, StreamingNotSupported
+from .base import IMPLS, Mixer, StreamingNotSupported, check_positive_int, check_right_padding
 
 
 class MLP(nn.Module):
@@ -28,6 +28,7 @@ class MLP(nn.Module):
 
     def __init__(self, d_model: int, mult: int = 4, dropout: float = 0.0):
         super().__init__()
+        mult = check_positive_int("mlp_mult", mult)
         self.fc = nn.Linear(d_model, mult * d_model)
         self.proj = nn.Linear(mult * d_model, d_model)
         self.dropout = nn.Dropout(dropout)
@@ -37,15 +38,19 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """``x + mixer(norm(x))``, then ``x + mlp(norm(x))``; streams when its mixer does."""
+    """``x + mixer(norm(x))``, then ``x + mlp(norm(x))``; streams when its mixer does.
 
-    def __init__(self, mixer: Mixer, mlp_mult: int = 4, dropout: float = 0.0):
+    ``mlp_mult``: the MLP's hidden width in multiples of ``d_model`` (an int >= 1), or None for no MLP (the
+    decoder's self-mixing sub-block, followed by cross-attention and an MLP of its own).
+    """
+
+    def __init__(self, mixer: Mixer, mlp_mult: int | None = 4, dropout: float = 0.0):
         super().__init__()
         d = mixer.d_model
         self.norm1 = nn.LayerNorm(d)
         self.mixer = mixer
         self.norm2 = nn.LayerNorm(d)
-        self.mlp = MLP(d, mlp_mult, dropout) if mlp_mult > 0 else None
+        self.mlp = None if mlp_mult is None else MLP(d, mlp_mult, dropout)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -170,6 +175,17 @@ class Backbone(nn.Module):
         """One token id per sequence, (B,) -> hidden (B, D) and the new state."""
         if not isinstance(token_t, torch.Tensor) or token_t.dim() != 1:
             raise ValueError("step expects one token id per sequence, a (batch,) tensor")
+        if (
+            not isinstance(state, dict)
+            or not isinstance(state.get("pos"), int)
+            or not isinstance(state.get("layers"), list)
+            or len(state["layers"]) != len(self.blocks)
+        ):
+            got = "None" if state is None else type(state).__name__
+            raise ValueError(
+                f"step got a state ({got}) that is not one from this model: pass the state returned by "
+                "init_state() or the previous step()"
+            )
         x = self.embedding(token_t.unsqueeze(1), start=state["pos"], what="token_t")[:, 0]  # (B, D)
         layers = []
         for block, s in zip(self.blocks, state["layers"], strict=True):
@@ -257,13 +273,18 @@ class Classifier(nn.Module):
         self.head = nn.Linear(backbone.d_model, num_classes)
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        if mask is not None and (mask.shape != tokens.shape or mask.dtype != torch.bool):
-            raise ValueError(f"mask must be a bool tensor of shape {tuple(tokens.shape)}, got {tuple(mask.shape)}")
         if mask is not None:
-            lengths = mask.sum(dim=1, keepdim=True)  # (B, 1)
-            prefix = torch.arange(mask.shape[1], device=mask.device) < lengths
-            if not bool((mask == prefix).all() & (lengths > 0).all()):  # one wait for the GPU
-                raise ValueError("mask must mark a non-empty prefix of each row: padding goes on the right")
+            if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+                got = f"dtype {mask.dtype}" if isinstance(mask, torch.Tensor) else type(mask).__name__
+                raise TypeError(
+                    f"mask must be a torch.bool tensor of shape {tuple(tokens.shape)}, True = real token; got {got} "
+                    "(for a 0/1 tensor: mask.bool())"
+                )
+            if not isinstance(tokens, torch.Tensor) or mask.shape != tokens.shape:
+                shape = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else "that of the tokens"
+                raise ValueError(f"mask must have the tokens' shape {shape}, got {tuple(mask.shape)}")
+            if tokens.numel():  # empty tokens: the mixers say what is wrong
+                check_right_padding(mask, nonempty=True)  # one wait for the GPU; the mixers then skip their check
         h = self.backbone(tokens, mask)  # (B, T, D)
         return self.head(self.dropout(masked_mean(h, mask)))
 
@@ -275,12 +296,12 @@ class DecoderBlock(nn.Module):
     recurrent decoder with (Luong-style) attention over the encoder states.
     """
 
-    def __init__(self, mixer: Mixer, n_heads: int, mlp_mult: int = 4, dropout: float = 0.0):
+    def __init__(self, mixer: Mixer, n_heads: int, mlp_mult: int = 4, dropout: float = 0.0, impl: str = "fast"):
         super().__init__()
         d = mixer.d_model
-        self.self_block = Block(mixer, mlp_mult=0, dropout=dropout)
+        self.self_block = Block(mixer, mlp_mult=None, dropout=dropout)
         self.norm = nn.LayerNorm(d)
-        self.cross = CrossAttention(d, n_heads)
+        self.cross = CrossAttention(d, n_heads, impl=impl)
         self.norm_mlp = nn.LayerNorm(d)
         self.mlp = MLP(d, mlp_mult, dropout)
 
@@ -291,7 +312,10 @@ class DecoderBlock(nn.Module):
 
 
 class EncoderDecoder(nn.Module):
-    """(src (B, S), tgt_in (B, T)) -> logits (B, T, V_tgt). Any mixer encodes; the decoder is causal."""
+    """(src (B, S), tgt_in (B, T)) -> logits (B, T, V_tgt). Any mixer encodes; the decoder is causal.
+
+    ``impl`` ("fast" or "reference") picks the cross-attention's implementation, as it does the mixers'.
+    """
 
     task = "seq2seq"
 
@@ -306,12 +330,15 @@ class EncoderDecoder(nn.Module):
         max_len: int = 1024,
         mlp_mult: int = 4,
         dropout: float = 0.0,
+        impl: str = "fast",
     ):
         super().__init__()
+        if impl not in IMPLS:
+            raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
         d = encoder.d_model
         self.encoder = encoder
         self.tgt_embedding = TokenEmbedding(tgt_vocab_size, d, pos_encoding, max_len, dropout)
-        self.layers = nn.ModuleList(DecoderBlock(m, n_heads, mlp_mult, dropout) for m in decoder_mixers)
+        self.layers = nn.ModuleList(DecoderBlock(m, n_heads, mlp_mult, dropout, impl) for m in decoder_mixers)
         self.norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, tgt_vocab_size, bias=False)
         self.head.weight = self.tgt_embedding.embed.weight

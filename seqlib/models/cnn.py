@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Mixer, zero_padding
+from .base import RIGHT_PADDED_MESSAGE, Mixer, check_seq_len, zero_padding
 
 
 def receptive_field(kernel_size: int, dilations: Iterable[int]) -> int:
@@ -58,6 +58,8 @@ class CNNMixer(Mixer):
     Options: ``kernel_size=3``; ``dilation=None`` (``2 ** (layer_idx % dilation_cycle)``); ``dilation_cycle=8``.
     Streaming state: a tensor (B, (kernel_size-1)*dilation, D) holding the last inputs.
     """
+
+    state_type = torch.Tensor
 
     def __init__(
         self,
@@ -111,16 +113,14 @@ class CNNMixer(Mixer):
 
     # ---------------------------------------------------------------- streaming
     def init_state(self, batch_size: int, device: Any = None, dtype: torch.dtype | None = None) -> torch.Tensor:
-        self._check_can_step()
-        _positive_int("batch_size", batch_size)
-        device, dtype = self._device_dtype(device, dtype)
+        device, dtype = self._begin_state(batch_size, device, dtype)
         span = (self.kernel_size - 1) * self.dilation
         return torch.zeros(batch_size, span, self.d_model, device=device, dtype=dtype)  # (B, span, D)
 
     def step(self, x_t: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        self.check_step_input(x_t)
+        self.check_step_input(x_t, state)
         span = (self.kernel_size - 1) * self.dilation
-        if not isinstance(state, torch.Tensor) or state.shape != (x_t.shape[0], span, self.d_model):
+        if state.shape != (x_t.shape[0], span, self.d_model):
             got = tuple(state.shape) if isinstance(state, torch.Tensor) else type(state).__name__
             raise ValueError(f"state must have shape ({x_t.shape[0]}, {span}, {self.d_model}); got {got}")
         window = torch.cat([state, x_t[:, None].to(state.dtype)], dim=1)  # (B, span + 1, D), oldest first
@@ -130,6 +130,7 @@ class CNNMixer(Mixer):
 
     def state_size(self, seq_len: int) -> int:
         """``(kernel_size - 1) * dilation * d_model``, independent of ``seq_len``."""
+        check_seq_len(seq_len)
         return (self.kernel_size - 1) * self.dilation * self.d_model
 
     def extra_repr(self) -> str:
@@ -184,8 +185,8 @@ class KimCNN(nn.Module):
             else:
                 got = type(tokens).__name__
             raise ValueError(f"tokens must be an int64 (torch.long) tensor of shape (batch, time), got {got}")
-        if tokens.shape[1] == 0:
-            raise ValueError("tokens must hold at least one time step")
+        if tokens.shape[0] == 0 or tokens.shape[1] == 0:
+            raise ValueError(f"tokens must hold at least one sequence and one time step, got {tuple(tokens.shape)}")
         lo, hi = torch.stack(torch.aminmax(tokens)).tolist()
         if lo < 0 or hi >= self.vocab_size:
             raise ValueError(f"token ids must be in [0, {self.vocab_size}), got values in [{lo}, {hi}]")
@@ -196,7 +197,7 @@ class KimCNN(nn.Module):
                 raise ValueError("every sequence needs at least one real token (a mask row starts with False)")
             positions = torch.arange(mask.shape[1], device=mask.device)
             if not torch.equal(positions[None, :] < mask.sum(dim=1, keepdim=True), mask):
-                raise ValueError("the padding mask must be right-padded: True (real tokens) first, then only False")
+                raise ValueError(RIGHT_PADDED_MESSAGE)
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         self._check_tokens(tokens, mask)

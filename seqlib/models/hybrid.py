@@ -39,12 +39,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import AttentionMixer, attention, attention_mask, sdpa
-from .base import Mixer, check_sequence, zero_padding
+from .base import Mixer, check_seq_len, zero_padding
 
 
 class ConvTransformerMixer(Mixer):
     """Convolution + self-attention, summed and projected. Options: ``n_heads``, ``kernel_size``, ``depthwise``
     (one filter per channel, else a full D -> D convolution), ``rope``, ``rope_base``."""
+
+    state_type, state_keys = dict, ("conv", "attn")
 
     def __init__(
         self,
@@ -97,13 +99,12 @@ class ConvTransformerMixer(Mixer):
 
     def init_state(self, batch_size: int, device=None, dtype: torch.dtype | None = None) -> dict:
         """The last k - 1 inputs (zeros before the start) and the attention's KV cache."""
-        self._check_can_step()
-        device, dtype = self._device_dtype(device, dtype)
+        device, dtype = self._begin_state(batch_size, device, dtype)
         buf = torch.zeros(batch_size, self.kernel_size - 1, self.d_model, device=device, dtype=dtype)
         return {"conv": buf, "attn": self.attn.init_state(batch_size, device, dtype)}
 
     def step(self, x_t: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
-        self.check_step_input(x_t)
+        self.check_step_input(x_t, state)
         window = torch.cat([state["conv"], x_t[:, None].to(state["conv"].dtype)], dim=1)  # (B, k, D)
         c = self.conv(window.transpose(1, 2))[..., 0]  # (B, D): one output of the causal convolution
         a, attn_state = self.attn.step(x_t, state["attn"])
@@ -111,7 +112,7 @@ class ConvTransformerMixer(Mixer):
         return self.out(c + a), {"conv": conv, "attn": attn_state}
 
     def state_size(self, seq_len: int) -> int:
-        return (self.kernel_size - 1) * self.d_model + self.attn.state_size(seq_len)
+        return (self.kernel_size - 1) * self.d_model + self.attn.state_size(check_seq_len(seq_len))
 
 
 class RecurrentMemoryMixer(AttentionMixer):
@@ -120,6 +121,8 @@ class RecurrentMemoryMixer(AttentionMixer):
     Options: ``n_heads``, ``segment_len``, ``memory_size``, ``rope``, ``rope_base``. ``forward_with_memory``
     takes and returns the memory explicitly (for carrying it across calls).
     """
+
+    state_keys = ("memory", "k", "v", "pos")
 
     def __init__(
         self,
@@ -212,7 +215,7 @@ class RecurrentMemoryMixer(AttentionMixer):
         segment_len: int | None = None,
     ):
         """(x (B, T, D), memory (B, m, D) or None = learned M_0) -> (y (B, T, D), new memory (B, m, D), detached)."""
-        check_sequence(x, self.d_model, mask)
+        self.check_input(x, mask)
         L = self.segment_len if segment_len is None else segment_len
         if not isinstance(L, int) or L <= 0:
             raise ValueError(f"segment_len must be a positive int, got {L!r}")
@@ -227,7 +230,7 @@ class RecurrentMemoryMixer(AttentionMixer):
 
     def attention_map(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Weights (B, H, T, m + T): columns [:m] on the current segment's memory slots, [m:] on the tokens."""
-        check_sequence(x, self.d_model, mask)
+        self.check_input(x, mask)
         B, T, _ = x.shape
         m, L = self.memory_size, self.segment_len
         ws = self._run(x, mask, None, L, fast=False)[2]
@@ -240,14 +243,14 @@ class RecurrentMemoryMixer(AttentionMixer):
 
     def init_state(self, batch_size: int, device=None, dtype: torch.dtype | None = None) -> dict:
         """M_0, an empty KV cache for the current segment, and the position within the segment."""
-        self._check_can_step()
-        device, dtype = self._device_dtype(device, dtype)
+        device, dtype = self._begin_state(batch_size, device, dtype)
         empty = torch.zeros(batch_size, self.n_heads, 0, self.d_head, device=device, dtype=dtype)
         # a (B, m, D) copy: the expanded M_0 is a view of the parameter, one (m, D) storage for the whole batch
         mem = self.initial_memory(batch_size).to(device=device, dtype=dtype).clone()
         return {"memory": mem, "k": empty, "v": empty.clone(), "pos": 0}
 
     def step(self, x_t: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
+        self.check_step_input(x_t, state)
         q, k, v, pos = self._append(x_t, state)  # RoPE at the position within the segment
         fast = self.impl == "fast"
         y, _ = self._attend_segment(q, k, v, state["memory"], None, fast)  # (B, H, 1, dh)
@@ -261,7 +264,7 @@ class RecurrentMemoryMixer(AttentionMixer):
     def state_size(self, seq_len: int) -> int:
         """``memory_size * D + 2 * (seq_len mod segment_len) * D``: the memory and the current segment's K and V
         (after a segment's last token the memory is written and the cache emptied: the memory alone)."""
-        return self.memory_size * self.d_model + 2 * (seq_len % self.segment_len) * self.d_model
+        return self.memory_size * self.d_model + 2 * (check_seq_len(seq_len) % self.segment_len) * self.d_model
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, segment_len={self.segment_len}, memory_size={self.memory_size}"
@@ -329,7 +332,7 @@ class TransformerWithRecurrence(nn.Module):
         return self.mixer.initial_memory(batch_size).detach()
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None, mask: torch.Tensor | None = None):
-        check_sequence(x, self.mixer.d_model, mask)
+        self.mixer.check_input(x, mask)
         L = self.segment_len if self.segment_len is not None else max(x.shape[1], 1)
         y, new_memory = self.mixer.forward_with_memory(self.norm(x), memory, mask, segment_len=L)
         return x + y, new_memory  # (B, T, D), (B, memory_size, D)

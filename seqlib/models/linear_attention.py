@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Mixer
+from .base import Mixer, check_seq_len
 
 
 def elu_feature_map(x: torch.Tensor) -> torch.Tensor:
@@ -124,6 +124,8 @@ class LinearAttentionMixer(Mixer):
     Streaming state: a tuple ``(S, z)`` with S (B, H, d_head, d_head) and z (B, H, d_head).
     """
 
+    state_type, state_len = tuple, 2
+
     def __init__(
         self,
         d_model: int,
@@ -186,8 +188,7 @@ class LinearAttentionMixer(Mixer):
 
     # ---------------------------------------------------------------- streaming
     def init_state(self, batch_size: int, device: Any = None, dtype: torch.dtype | None = None) -> Any:
-        self._check_can_step()
-        device, dtype = self._device_dtype(device, dtype)
+        device, dtype = self._begin_state(batch_size, device, dtype)
         dtype = torch.promote_types(dtype, torch.float32)
         H, d = self.n_heads, self.d_head
         return torch.zeros(batch_size, H, d, d, device=device, dtype=dtype), torch.zeros(
@@ -195,7 +196,7 @@ class LinearAttentionMixer(Mixer):
         )
 
     def step(self, x_t: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
-        self.check_step_input(x_t)
+        self.check_step_input(x_t, state)
         S, z = state
         q, k, v = self._features(x_t)  # (B, H, d_head)
         with torch.autocast(x_t.device.type, enabled=False):
@@ -205,6 +206,7 @@ class LinearAttentionMixer(Mixer):
         return self.out(y.reshape(x_t.shape).to(x_t.dtype)), (S, z)
 
     def state_size(self, seq_len: int) -> int:
+        check_seq_len(seq_len)
         return self.n_heads * (self.d_head * self.d_head + self.d_head)
 
     def extra_repr(self) -> str:

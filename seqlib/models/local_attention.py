@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .attention import AttentionMixer, sdpa
+from .base import check_seq_len
 
 
 def band_mask(t: int, window: int, causal: bool, device=None) -> torch.Tensor:
@@ -115,14 +116,13 @@ class SlidingWindowMixer(AttentionMixer):
         The new token is one of the ``window`` keys its query sees, so the cache that comes out holds exactly
         ``min(n, window)`` tokens: one ``torch.cat`` per step, and no view that keeps a longer tensor alive.
         """
-        self.check_step_input(x_t)
-        drop = state["k"].shape[2] - (self.window - 1) if isinstance(state.get("k"), torch.Tensor) else 0
+        drop = state["k"].shape[2] - (self.window - 1)  # state checked by step()
         if drop > 0:
             state = {**state, "k": state["k"][:, :, drop:], "v": state["v"][:, :, drop:]}  # (B, H, w - 1, dh)
         return super()._append(x_t, state)
 
     def state_size(self, seq_len: int) -> int:
-        return 2 * min(seq_len, self.window) * self.d_model
+        return 2 * min(check_seq_len(seq_len), self.window) * self.d_model
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, window={self.window}"

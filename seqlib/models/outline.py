@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .blocks import check_tokens
+from .rnn import _recurrence_outside_autocast
 
 
 class LSTMModel(nn.Module):
@@ -30,7 +31,12 @@ class LSTMModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_tokens(x, self.vocab_size)
-        out, _ = self.lstm(self.embed(x))  # (B, T, H)
+        e = self.embed(x)  # (B, T, E)
+        if _recurrence_outside_autocast(e.device.type):  # as LSTMMixer: cuDNN's LSTM under autocast runs in fp16
+            with torch.autocast(e.device.type, enabled=False):
+                out, _ = self.lstm(e.to(self.lstm.weight_ih_l0.dtype))  # (B, T, H)
+        else:
+            out, _ = self.lstm(e)
         return self.fc(out)  # (B, T, V)
 
 

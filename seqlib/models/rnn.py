@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .base import Mixer, zero_padding
+from .base import Mixer, check_right_padding, check_seq_len, zero_padding
 
 
 def lstm_cell(x_t, h, c, weight_ih, weight_hh, bias_ih, bias_hh):
@@ -66,11 +66,8 @@ def gru_cell(x_t, h, weight_ih, weight_hh, bias_ih, bias_hh):
 
 def mask_lengths(mask: torch.Tensor) -> torch.Tensor:
     """Lengths (B,) on the CPU of a right-padded mask (B, T); raises if a real token follows padding."""
-    lengths = mask.sum(dim=1)  # (B,)
-    positions = torch.arange(mask.shape[1], device=mask.device)
-    if not torch.equal(positions[None, :] < lengths[:, None], mask):
-        raise ValueError("the padding mask must be right-padded: True (real tokens) first, then only False")
-    return lengths.cpu()
+    check_right_padding(mask)  # nothing to do when forward() has checked this mask already
+    return mask.sum(dim=1).cpu()
 
 
 def _recurrence_outside_autocast(device_type: str) -> bool:
@@ -129,10 +126,10 @@ class _RecurrentMixer(Mixer):
         if mask is None:
             out, _ = self._run_rnn(x)  # (B, T, dirs * H)
         else:
-            lengths = mask_lengths(mask)
             if self.causal:  # right padding: the real outputs never see the padding
                 out, _ = self._run_rnn(x)
             else:  # packing makes the backward direction start at each sequence's last real token
+                lengths = mask_lengths(mask)
                 packed = pack_padded_sequence(x, lengths.clamp(min=1), batch_first=True, enforce_sorted=False)
                 out, _ = self._run_rnn(packed)
                 out, _ = pad_packed_sequence(out, batch_first=True, total_length=T)
@@ -155,8 +152,6 @@ class _RecurrentMixer(Mixer):
         return torch.stack(hs, dim=1)  # (B, T, H)
 
     def forward_reference(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        if mask is not None:
-            mask_lengths(mask)  # same validation as the fast path
         out = self._scan(x, mask, reverse=False)  # (B, T, H)
         if not self.causal:
             out = torch.cat([out, self._scan(x, mask, reverse=True)], dim=-1)  # (B, T, 2H)
@@ -164,10 +159,7 @@ class _RecurrentMixer(Mixer):
 
     # ---------------------------------------------------------------- streaming
     def _init_state(self, batch_size: int, device: Any, dtype: torch.dtype | None) -> tuple:
-        self._check_can_step()
-        if not isinstance(batch_size, int) or batch_size <= 0:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        device, dtype = self._device_dtype(device, dtype)
+        device, dtype = self._begin_state(batch_size, device, dtype)
         return tuple(
             torch.zeros(batch_size, self.hidden_size, device=device, dtype=dtype) for _ in range(self.state_tensors)
         )
@@ -185,6 +177,7 @@ class _RecurrentMixer(Mixer):
 
     def state_size(self, seq_len: int) -> int:
         """``state_tensors * hidden_size``, independent of ``seq_len``."""
+        check_seq_len(seq_len)
         return self.state_tensors * self.hidden_size
 
     def extra_repr(self) -> str:
@@ -199,6 +192,7 @@ class LSTMMixer(_RecurrentMixer):
 
     rnn_class = nn.LSTM
     state_tensors = 2
+    state_type, state_len = tuple, 2
 
     def _cell(self, x_t, state, params):
         return lstm_cell(x_t, state[0], state[1], *params)
@@ -207,8 +201,8 @@ class LSTMMixer(_RecurrentMixer):
         return self._init_state(batch_size, device, dtype)
 
     def step(self, x_t: torch.Tensor, state):
-        self.check_step_input(x_t)
-        if not isinstance(state, tuple) or len(state) != 2:
+        self.check_step_input(x_t, state)
+        if len(state) != 2:
             raise ValueError("LSTM state must be a tuple (h, c) as returned by init_state()")
         return self._step(x_t, state)
 
@@ -221,6 +215,7 @@ class GRUMixer(_RecurrentMixer):
 
     rnn_class = nn.GRU
     state_tensors = 1
+    state_type = torch.Tensor
 
     def _cell(self, x_t, state, params):
         return (gru_cell(x_t, state[0], *params),)
@@ -229,6 +224,6 @@ class GRUMixer(_RecurrentMixer):
         return self._init_state(batch_size, device, dtype)[0]
 
     def step(self, x_t: torch.Tensor, state):
-        self.check_step_input(x_t)
+        self.check_step_input(x_t, state)
         y_t, (h,) = self._step(x_t, (state,))
         return y_t, h

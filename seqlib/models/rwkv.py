@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Mixer
+from .base import Mixer, check_seq_len
 from .ssm import reverse_padded
 
 _NEG = -1e38  # "minus infinity" for the running exponent, as in the official kernel
@@ -186,6 +186,8 @@ class RWKVMixer(Mixer):
     Options: ``chunk_size=64`` (fast path). Streaming state: a tuple ``(x_prev, a, b, p)``, each (B, D).
     """
 
+    state_type, state_len = tuple, 4
+
     def __init__(self, d_model: int, causal: bool = True, impl: str = "fast", layer_idx: int = 0, chunk_size: int = 64):
         super().__init__(d_model, causal, impl)
         if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
@@ -207,8 +209,7 @@ class RWKVMixer(Mixer):
         return self._mix(x, mask, wkv_reference)
 
     def init_state(self, batch_size: int, device: Any = None, dtype: torch.dtype | None = None) -> Any:
-        self._check_can_step()
-        device, dtype = self._device_dtype(device, dtype)
+        device, dtype = self._begin_state(batch_size, device, dtype)
         real = torch.promote_types(dtype, torch.float32)
         shape = (batch_size, self.d_model)
         prev = torch.zeros(shape, device=device, dtype=dtype)  # x_{-1} = 0
@@ -216,10 +217,11 @@ class RWKVMixer(Mixer):
         return prev, a, b, torch.full(shape, _NEG, device=device, dtype=real)
 
     def step(self, x_t: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
-        self.check_step_input(x_t)
+        self.check_step_input(x_t, state)
         return self.fwd.step(x_t, state)
 
     def state_size(self, seq_len: int) -> int:
+        check_seq_len(seq_len)
         return 4 * self.d_model  # previous token, numerator, denominator, exponent
 
     def extra_repr(self) -> str:

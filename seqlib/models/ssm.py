@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .base import Mixer, zero_padding
+from .base import Mixer, check_right_padding, check_seq_len, zero_padding
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -71,10 +71,8 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def check_right_padded(mask: torch.Tensor) -> torch.Tensor:
     """Lengths (B,) of a right-padded ``mask`` (B, T); raises if a padded position precedes a real one."""
-    lengths = mask.sum(1)
-    if not torch.equal(mask, torch.arange(mask.shape[1], device=mask.device) < lengths[:, None]):
-        raise ValueError("mask must be right-padded (True for the real tokens, then False): got padding before tokens")
-    return lengths
+    check_right_padding(mask)  # nothing to do when forward() has checked this mask already
+    return mask.sum(1)
 
 
 def reverse_padded(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -121,6 +119,8 @@ class S4DMixer(Mixer):
     ``dt_max=1e-1`` (range of the log-uniform initial step). ``layer_idx`` is accepted and unused.
     Streaming state: a complex tensor (B, d_model, d_state // 2).
     """
+
+    state_type = torch.Tensor
 
     def __init__(
         self,
@@ -200,13 +200,12 @@ class S4DMixer(Mixer):
         return self._output(y, x.dtype)
 
     def init_state(self, batch_size: int, device: Any = None, dtype: torch.dtype | None = None) -> Any:
-        self._check_can_step()
-        device, dtype = self._device_dtype(device, dtype)
+        device, dtype = self._begin_state(batch_size, device, dtype)
         cdtype = torch.complex128 if _compute_dtype(dtype) == torch.float64 else torch.complex64
         return torch.zeros(batch_size, self.d_model, self.d_state // 2, device=device, dtype=cdtype)
 
     def step(self, x_t: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
-        self.check_step_input(x_t)
+        self.check_step_input(x_t, state)
         with torch.autocast(x_t.device.type, enabled=False):
             _, Abar, Bbar, C, D = self.discretize(x_t.dtype)
             u = x_t.to(D.dtype)  # (B, H)
@@ -215,6 +214,7 @@ class S4DMixer(Mixer):
         return self._output(y, x_t.dtype), s
 
     def state_size(self, seq_len: int) -> int:
+        check_seq_len(seq_len)
         return self.d_model * self.d_state  # d_state // 2 complex numbers = d_state real numbers per channel
 
     def extra_repr(self) -> str:
@@ -392,6 +392,8 @@ class MambaMixer(Mixer):
     Streaming state: a tuple ``(conv_buf (B, Di, d_conv - 1), h (B, Di, d_state))``.
     """
 
+    state_type, state_len = tuple, 2
+
     def __init__(
         self,
         d_model: int,
@@ -429,19 +431,19 @@ class MambaMixer(Mixer):
         return self._mix(x, mask, selective_scan_ref)
 
     def init_state(self, batch_size: int, device: Any = None, dtype: torch.dtype | None = None) -> Any:
-        self._check_can_step()
-        device, dtype = self._device_dtype(device, dtype)
+        device, dtype = self._begin_state(batch_size, device, dtype)
         conv_buf = torch.zeros(batch_size, self.d_inner, self.d_conv - 1, device=device, dtype=dtype)
         h = torch.zeros(batch_size, self.d_inner, self.d_state, device=device, dtype=_compute_dtype(dtype))
         return conv_buf, h
 
     def step(self, x_t: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
-        self.check_step_input(x_t)
+        self.check_step_input(x_t, state)
         xs, z = self.in_proj(x_t).chunk(2, dim=-1)  # (B, Di) each
         y, conv_buf, h = self.fwd.step(xs, *state)
         return self.out_proj((y * F.silu(z.to(y.dtype))).to(x_t.dtype)), (conv_buf, h)
 
     def state_size(self, seq_len: int) -> int:
+        check_seq_len(seq_len)
         return self.d_inner * (self.d_state + self.d_conv - 1)
 
     def extra_repr(self) -> str:
