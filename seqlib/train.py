@@ -686,6 +686,11 @@ class Trainer:
                 problem = f"gradient norm is {grad_norm}"
             elif grad_norm is None and stop and not _all_finite(self.model.parameters()):  # no norm to look at
                 problem = "the weights are not finite"
+        elif (scale := self.scaler.get_scale()) < 1.0:  # halved at every skipped step: it never does this otherwise
+            problem = (
+                f"the float16 loss scale fell to {scale:.3g}: step after step overflowed float16 and was skipped "
+                "(amp='fp32' trains without float16)"
+            )
         if problem:
             if stop and self.good is not None:
                 raise _Diverged(problem)

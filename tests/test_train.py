@@ -549,3 +549,15 @@ def test_startup_step_is_untimed_and_leaves_the_trajectory_unchanged(tmp_path):
     with pytest.warns(UserWarning, match="different budget"):
         again = train(make_model(), get_batch, config(max_steps=8, startup_step=True, checkpoint_path=str(ck)))
     assert again.steps == 8 and again.startup_seconds == first.startup_seconds
+
+
+def test_a_collapsing_float16_loss_scale_is_named():
+    """Under fp16 the gradient scaler skips overflowing steps and halves its scale; a scale below 1 means step
+    after step was skipped (the run would otherwise idle to the end of its budget with a nan loss)."""
+    trainer = Trainer(make_model(), get_batch, config(max_steps=4), loss_fn=lm_loss)
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=0.25)  # as if halved 18 times from 65,536
+    with pytest.raises(FloatingPointError, match="loss scale fell to 0.25"):
+        trainer.run()
+    healthy = Trainer(make_model(), get_batch, config(max_steps=4), loss_fn=lm_loss)
+    healthy.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    assert healthy.run().steps == 4
