@@ -268,7 +268,8 @@ class Mixer(nn.Module):
                 f"{name} state is not one from init_state() or step(): got {got}; pass the state returned by "
                 "init_state() or the previous step()"
             )
-        for t in _state_tensors(state):
+        t = next(_state_tensors(state), None)  # one tensor says it: a state is built for one batch size throughout
+        if t is not None:
             if t.dim() == 0 or t.shape[0] != batch_size:
                 raise ValueError(
                     f"state is for batch size {t.shape[0] if t.dim() else '?'} (a state tensor has shape "
@@ -286,7 +287,16 @@ class Mixer(nn.Module):
         raise NotImplementedError
 
     def _param_like(self) -> torch.Tensor:
-        return next(self.parameters())
+        """A parameter of this mixer (its device and dtype), found without ``parameters()``'s generator machinery:
+        ``step`` asks for it at every token."""
+        stack = [self]
+        while stack:
+            module = stack.pop()
+            for p in module._parameters.values():
+                if p is not None:
+                    return p
+            stack.extend(reversed(module._modules.values()))
+        raise RuntimeError(f"{type(self).__name__} has no parameters")
 
     def _device_dtype(self, device: Any, dtype: torch.dtype | None) -> tuple[Any, torch.dtype]:
         p = self._param_like()
