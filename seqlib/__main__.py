@@ -336,26 +336,25 @@ def cmd_preflight(args) -> int:
 
 
 def _is_input_error(e: BaseException) -> bool:
-    """Whether ``e`` is an ordinary error of the input, shown as one line rather than a traceback: a ``ValueError``
-    (``seqlib.data``'s ``ChecksumError`` among them), a missing file or folder, data that cannot be had
-    (``DataUnavailableError``), or a ``TypeError`` / ``KeyError`` raised on purpose by seqlib's own checks (a
-    ``raise`` statement in seqlib). Other exceptions, bugs, keep their traceback."""
-    if isinstance(e, (ValueError, FileNotFoundError, NotADirectoryError)):
-        return True
+    """Whether ``e`` is an ordinary error of the input, shown as one line rather than a traceback: data that cannot
+    be had (``DataUnavailableError``), or a ``ValueError``, ``TypeError``, ``KeyError`` or missing file or folder
+    raised on purpose by seqlib's own checks (its last frame a ``raise`` statement in seqlib; ``seqlib.data``'s
+    ``ChecksumError`` among them). Other exceptions, bugs, keep their traceback, even of those types."""
     corpora = sys.modules.get("seqlib.data.corpora")
     if corpora is not None and isinstance(e, corpora.DataUnavailableError):
         return True
-    if isinstance(e, (TypeError, KeyError)):
-        frames = traceback.extract_tb(e.__traceback__)
-        if frames:
-            last = frames[-1]
-            package = Path(__file__).resolve().parent
-            try:
-                ours = Path(last.filename).resolve().is_relative_to(package)
-            except (OSError, ValueError):
-                ours = False
-            return ours and (last.line or "").lstrip().startswith("raise ")
-    return False
+    if not isinstance(e, (ValueError, TypeError, KeyError, FileNotFoundError, NotADirectoryError)):
+        return False
+    frames = traceback.extract_tb(e.__traceback__)
+    if not frames:
+        return False
+    last = frames[-1]
+    package = Path(__file__).resolve().parent
+    try:
+        ours = Path(last.filename).resolve().is_relative_to(package)
+    except (OSError, ValueError):
+        ours = False
+    return ours and (last.line or "").lstrip().startswith("raise ")
 
 
 def _message(e: BaseException) -> str:

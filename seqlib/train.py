@@ -815,8 +815,10 @@ class Trainer:
         """``TrainConfig.startup_step``: forward and backward on ``batch``, untimed by the budget, no update, the
         random state restored; its seconds (synchronized) go to ``startup_seconds``."""
         t0 = time.perf_counter()
-        cuda = [self.device.index or 0] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda):
+        kind = self.device.type
+        index = self.device.index if self.device.index is not None else getattr(torch, kind).current_device()
+        devices = [index] if kind in ("cuda", "mps", "xpu") else []  # the CPU generator is always restored
+        with torch.random.fork_rng(devices=devices, device_type=kind if devices else "cuda"):
             with self._autocast():
                 loss = self.loss_fn(self.forward_model, batch)[0]
             loss.backward()

@@ -59,7 +59,13 @@ def test_right_padded_mask_equals_the_truncated_sequence(arch, causal):
     torch.testing.assert_close(y[1, :n], m(x[1:, :n])[0], atol=1e-9, rtol=1e-7)
 
 
-def test_a_mask_changed_in_place_is_checked_again():
+@pytest.fixture
+def mask_cache_on_cpu(monkeypatch):
+    """The mask cache serves GPU masks only; these tests run it on CPU masks."""
+    monkeypatch.setattr(base_module, "_cacheable", lambda mask: True)
+
+
+def test_a_mask_changed_in_place_is_checked_again(mask_cache_on_cpu):
     """The mask check runs once per mask tensor: an in-place change (even through a view) is still caught."""
     m = make("s4")
     x = torch.randn(B, T, D, dtype=torch.float64)
@@ -286,7 +292,28 @@ def test_seq2seq_reference_equals_fast(arch):
             torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-8)
 
 
-def test_no_state_left_behind_by_the_mask_cache():
+def test_cpu_masks_are_checked_every_time_and_inference_masks_by_identity(monkeypatch):
+    """On the CPU a check costs no sync, and a numpy view can change a mask without bumping its version: no cache.
+    An inference tensor has no version counter: where the cache applies, it is known by identity."""
+    m = make("s4")
+    x = torch.randn(B, T, D, dtype=torch.float64)
+    mask = right_padded([T, 5])
+    m(x, mask)
+    mask.numpy()[1, 0] = False  # a write the version counter does not see
+    with pytest.raises(ValueError, match="right-padded"):
+        m(x, mask)
+    monkeypatch.setattr(base_module, "_cacheable", lambda mask: True)
+    calls = []
+    real_bool = torch.Tensor.__bool__
+    monkeypatch.setattr(torch.Tensor, "__bool__", lambda self: calls.append(1) or real_bool(self))
+    with torch.inference_mode():
+        frozen = right_padded([T, 5])
+        check_right_padding(frozen)
+        check_right_padding(frozen)
+    assert len(calls) == 1
+
+
+def test_no_state_left_behind_by_the_mask_cache(mask_cache_on_cpu):
     """The cache of the last checked mask holds a weak reference: it keeps no mask alive."""
     m = make("cnn")
     mask = right_padded([T, 4])
@@ -295,3 +322,18 @@ def test_no_state_left_behind_by_the_mask_cache():
     assert ref() is mask
     del mask
     assert ref() is None
+
+
+def test_a_mixer_without_parameters_still_runs():
+    """The dtype check compares with the parameters' dtype; a mixer that has none (a running mean) skips it."""
+
+    class MeanSoFar(base_module.Mixer):
+        def forward_fast(self, x, mask=None):
+            return x.cumsum(1) / torch.arange(1, x.shape[1] + 1, dtype=x.dtype).view(1, -1, 1)
+
+        forward_reference = forward_fast
+
+    y = MeanSoFar(d_model=D)(torch.randn(B, T, D, dtype=torch.float64))
+    assert y.shape == (B, T, D)
+    with pytest.raises(ValueError, match="no parameters"):
+        MeanSoFar(d_model=D)._device_dtype(None, None)

@@ -144,6 +144,9 @@ def test_a_bug_keeps_its_traceback_and_a_deliberate_type_error_does_not(capsys, 
     monkeypatch.setattr(preflight, "preflight", lambda archs: len(5))  # a bug: a TypeError from Python
     with pytest.raises(TypeError):
         main(["preflight", "--arch", "cnn"])
+    monkeypatch.setattr(preflight, "preflight", lambda archs: [a for a, b in [(1, 2, 3)]])  # a bug: a ValueError
+    with pytest.raises(ValueError, match="too many values"):
+        main(["preflight", "--arch", "cnn"])
     monkeypatch.setattr(preflight, "preflight", lambda archs: results.record("x", [1.0]))  # seqlib's own check
     assert main(["preflight", "--arch", "cnn"]) == 2
     assert "seqlib preflight: error: metrics must be a dict" in capsys.readouterr().err

@@ -40,10 +40,17 @@ RIGHT_PADDED_MESSAGE = (
     "got a False before a True (left padding or a hole); move the padding to the end of each sequence"
 )
 
-# The last mask found right-padded, as (weak reference, version counter then): the blocks of a model receive the
-# same mask tensor, so the first one checks it (one host-device sync) and the others find it here. An in-place
-# change of the mask (or of a view of it) bumps its version, so a changed mask is checked again.
-_last_right_padded: tuple[weakref.ref, int] | None = None
+# The last GPU mask found right-padded, as (weak reference, version counter then): the blocks of a model receive
+# the same mask tensor, so the first one checks it (one host-device sync) and the others find it here. An in-place
+# change of the mask (or of a view of it) bumps its version, so a changed mask is checked again; writes that bypass
+# the counter (through ``.data`` or the storage) are not seen. An inference tensor has no counter and is known by
+# identity. CPU masks are checked every time: there a check costs no sync, and numpy views write unseen.
+_last_right_padded: tuple[weakref.ref, int | None] | None = None
+
+
+def _cacheable(mask: torch.Tensor) -> bool:
+    """Whether a check of ``mask`` is remembered: on a GPU, not on the CPU (see ``_last_right_padded``)."""
+    return mask.device.type != "cpu"
 
 
 def _version(t: torch.Tensor) -> int | None:
@@ -79,8 +86,9 @@ def check_right_padding(mask: torch.Tensor, *, nonempty: bool = False) -> None:
     global _last_right_padded
     if torch.compiler.is_compiling() or mask.numel() == 0:
         return
+    cache = _cacheable(mask)
     known = _last_right_padded
-    if not nonempty and known is not None and known[0]() is mask and known[1] == _version(mask):
+    if cache and not nonempty and known is not None and known[0]() is mask and known[1] == _version(mask):
         return
     lengths = mask.sum(dim=1, keepdim=True)  # (B, 1)
     prefix = torch.arange(mask.shape[1], device=mask.device) < lengths  # (B, T): the right-padded mask of lengths
@@ -92,9 +100,8 @@ def check_right_padding(mask: torch.Tensor, *, nonempty: bool = False) -> None:
         raise ValueError(RIGHT_PADDED_MESSAGE)
     if not filled:
         raise ValueError("every sequence needs at least one real token: a row of the mask is all False")
-    version = _version(mask)
-    if version is not None:
-        _last_right_padded = (weakref.ref(mask), version)
+    if cache:  # an inference tensor has no version counter: it is known by identity alone
+        _last_right_padded = (weakref.ref(mask), _version(mask))
 
 
 def check_same_dtype(x: torch.Tensor, dtype: torch.dtype | None, what: str = "input") -> None:
@@ -192,7 +199,7 @@ class Mixer(nn.Module):
     # ----------------------------------------------------------------- parallel
     def check_input(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> None:
         """``check_sequence`` for this mixer: its ``d_model`` and its parameters' dtype."""
-        check_sequence(x, self.d_model, mask, self._param_like().dtype)
+        check_sequence(x, self.d_model, mask, self._param_dtype())
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         self.check_input(x, mask)
@@ -239,7 +246,7 @@ class Mixer(nn.Module):
             )
         if x_t.shape[0] == 0:
             raise ValueError(f"step needs at least one sequence (batch >= 1), got shape {tuple(x_t.shape)}")
-        check_same_dtype(x_t, self._param_like().dtype, "x_t")
+        check_same_dtype(x_t, self._param_dtype(), "x_t")
         if state is not _NO_STATE:
             self.check_state(state, x_t.shape[0])
 
@@ -286,9 +293,9 @@ class Mixer(nn.Module):
         """Numbers held per sequence while decoding after ``seq_len`` tokens (KV cache, hidden state, buffer)."""
         raise NotImplementedError
 
-    def _param_like(self) -> torch.Tensor:
-        """A parameter of this mixer (its device and dtype), found without ``parameters()``'s generator machinery:
-        ``step`` asks for it at every token."""
+    def _param_like(self) -> torch.Tensor | None:
+        """A parameter of this mixer (its device and dtype), None for a mixer without parameters; found without
+        ``parameters()``'s generator machinery, since ``step`` asks for it at every token."""
         stack = [self]
         while stack:
             module = stack.pop()
@@ -296,10 +303,16 @@ class Mixer(nn.Module):
                 if p is not None:
                     return p
             stack.extend(reversed(module._modules.values()))
-        raise RuntimeError(f"{type(self).__name__} has no parameters")
+        return None
+
+    def _param_dtype(self) -> torch.dtype | None:
+        p = self._param_like()
+        return None if p is None else p.dtype
 
     def _device_dtype(self, device: Any, dtype: torch.dtype | None) -> tuple[Any, torch.dtype]:
         p = self._param_like()
+        if p is None and (device is None or dtype is None):
+            raise ValueError(f"{type(self).__name__} has no parameters to take them from: pass device and dtype")
         return (device if device is not None else p.device), (dtype if dtype is not None else p.dtype)
 
     def extra_repr(self) -> str:
