@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .blocks import check_tokens
-from .rnn import _recurrence_outside_autocast
+from .rnn import run_recurrence
 
 
 class LSTMModel(nn.Module):
@@ -31,12 +31,9 @@ class LSTMModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_tokens(x, self.vocab_size)
-        e = self.embed(x)  # (B, T, E)
-        if _recurrence_outside_autocast(e.device.type):  # as LSTMMixer: cuDNN's LSTM under autocast runs in fp16
-            with torch.autocast(e.device.type, enabled=False):
-                out, _ = self.lstm(e.to(self.lstm.weight_ih_l0.dtype))  # (B, T, H)
-        else:
-            out, _ = self.lstm(e)
+        out, _ = run_recurrence(
+            self.lstm, self.embed(x)
+        )  # (B, T, H); as LSTMMixer: cuDNN's LSTM under autocast is fp16
         return self.fc(out)  # (B, T, V)
 
 

@@ -78,6 +78,15 @@ def _recurrence_outside_autocast(device_type: str) -> bool:
     return not (device_type == "cuda" and torch.get_autocast_dtype("cuda") == torch.float16)
 
 
+def run_recurrence(rnn: nn.RNNBase, x):
+    """``rnn(x)`` (a tensor or a PackedSequence), outside autocast where ``_recurrence_outside_autocast`` says so:
+    in the weights' dtype (see ``_RecurrentMixer._run_rnn``)."""
+    if _recurrence_outside_autocast(x.data.device.type):
+        with torch.autocast(x.data.device.type, enabled=False):
+            return rnn(x.to(rnn.weight_ih_l0.dtype))
+    return rnn(x)
+
+
 class _RecurrentMixer(Mixer):
     """Shared machinery; subclasses set ``rnn_class``, ``state_tensors`` and ``_cell``."""
 
@@ -115,10 +124,7 @@ class _RecurrentMixer(Mixer):
         on a CPU, oneDNN builds no bf16 LSTM/GRU kernel without AVX-512 BF16 ("could not create a primitive
         descriptor").
         """
-        if _recurrence_outside_autocast(x.data.device.type):
-            with torch.autocast(x.data.device.type, enabled=False):
-                return self.rnn(x.to(self.rnn.weight_ih_l0.dtype))
-        return self.rnn(x)
+        return run_recurrence(self.rnn, x)
 
     # ----------------------------------------------------------------- parallel
     def forward_fast(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
