@@ -112,10 +112,11 @@ class TrainConfig:
     log_every: int = 10  # a history row every N steps; each row waits for the GPU once
     amp: str = "auto"  # auto: bf16 autocast where the GPU has bf16, fp16 + GradScaler on older GPUs, fp32 on CPU
     compile: bool = False  # torch.compile the model (first steps are slow while it compiles)
-    # one untimed forward and backward on the first batch of a fresh run, outside the budget's clock and the
-    # tokens/s: on a GPU the first step also pays one-off costs (library handles, kernels loaded on first use,
-    # compilation) that would eat a budget of a few seconds unevenly across architectures. No update is made and
-    # the random state is restored, so the trajectory is unchanged. None: on CUDA only. Its time: startup_seconds
+    # one untimed forward and backward on the first batch of each run() (a resumed run too: a new process pays
+    # again), outside the budget's clock and the tokens/s: on a GPU the first step also pays one-off costs (library
+    # handles, kernels loaded on first use, compilation) that would eat a budget of a few seconds unevenly across
+    # architectures. No update is made and the random state is restored, so the trajectory is unchanged. None: on
+    # CUDA only. Its time, summed over a run and its resumptions: startup_seconds
     startup_step: bool | None = None
     checkpoint_path: str | None = None  # where to save and resume from
     checkpoint_every: int | None = None  # steps between checkpoints; None: only at the end
@@ -489,7 +490,7 @@ class TrainResult:
     device: str
     config: dict = field(default_factory=dict)
     diverged_at_step: int | None = None  # "diverged": the log step that saw it; ``steps`` is the model's last good one
-    startup_seconds: float = 0.0  # the untimed first forward and backward (TrainConfig.startup_step); 0: none
+    startup_seconds: float = 0.0  # the untimed first forward and backward(s) (TrainConfig.startup_step); 0: none
 
     @property
     def perplexity(self) -> float:
@@ -811,9 +812,18 @@ class Trainer:
             bar.close()
         return self._result(stopped_by, time.perf_counter() - wall0)
 
+    def _budget_spent(self) -> str | None:
+        """ "max_steps" or "max_seconds" when that budget is used up, else None."""
+        c = self.config
+        if c.max_steps is not None and self.step >= c.max_steps:
+            return "max_steps"
+        if c.max_seconds is not None and self.train_seconds >= c.max_seconds:
+            return "max_seconds"
+        return None
+
     def _startup(self, batch) -> None:
         """``TrainConfig.startup_step``: forward and backward on ``batch``, untimed by the budget, no update, the
-        random state restored; its seconds (synchronized) go to ``startup_seconds``."""
+        random state restored; its seconds (synchronized) are added to ``startup_seconds``."""
         t0 = time.perf_counter()
         kind = self.device.type
         index = self.device.index if self.device.index is not None else getattr(torch, kind).current_device()
@@ -825,13 +835,13 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        self.startup_seconds = time.perf_counter() - t0
+        self.startup_seconds += time.perf_counter() - t0
 
     def _loop(self, bar) -> str:
         c, last_ckpt = self.config, self.step
         pending = None  # the first batch, already drawn for the startup step
         startup = c.startup_step if c.startup_step is not None else self.device.type == "cuda"
-        if startup and self.step == 0:
+        if startup and not self._budget_spent():  # a resumed run that has steps left warms up again
             try:
                 pending = _to_device(self.source.next(), self.device)
             except _Exhausted:
@@ -842,11 +852,8 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         while True:
-            if c.max_steps is not None and self.step >= c.max_steps:
-                stopped_by = "max_steps"
-                break
-            if c.max_seconds is not None and self.train_seconds >= c.max_seconds:
-                stopped_by = "max_seconds"
+            stopped_by = self._budget_spent()
+            if stopped_by:
                 break
             t0 = time.perf_counter()
             if pending is not None:

@@ -200,6 +200,26 @@ def test_tiny_model_overfits_a_fixed_batch(arch):
     assert loss.item() < 0.25 * loss0, f"{arch}: loss {loss0:.3f} -> {loss.item():.3f}"
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_parameter_of_every_head_is_used(arch):
+    """No dead weights: a parameter the output never depends on would still count in the parameter budgets that
+    the chapters match architectures at. T crosses the options' windows, segments and chunks."""
+    opts = {"vocab_size": 11, "d_model": D, "n_layers": 2, **OPTIONS.get(arch, {})}
+    src, tgt = torch.randint(0, 11, (B, T)), torch.randint(0, 9, (B, T - 2))
+    mask = torch.arange(T) < torch.tensor([[T], [T - 6]])
+    heads = {
+        "lm": (build_model(arch, "lm", **opts), (src,)),
+        "classify causal": (build_model(arch, "classify", num_classes=3, **opts), (src, mask)),
+        "classify bidirectional": (build_model(arch, "classify", num_classes=3, causal=False, **opts), (src, mask)),
+        "seq2seq": (build_model(arch, "seq2seq", tgt_vocab_size=9, **opts), (src, tgt, mask)),
+    }
+    for head, (model, inputs) in heads.items():
+        params = dict(model.named_parameters())
+        grads = torch.autograd.grad(model(*inputs).square().sum(), list(params.values()), allow_unused=True)
+        dead = [name for (name, _), g in zip(params.items(), grads, strict=True) if g is None or not g.any()]
+        assert not dead, f"{arch} {head}: no gradient reaches {dead}"
+
+
 @pytest.mark.parametrize("arch", [a for a in ARCHS if MIXERS[a].supports_step])
 def test_language_model_streaming_equals_forward(arch):
     torch.manual_seed(0)

@@ -167,15 +167,17 @@ class FixedBatches:
             yield b
 
 
+@pytest.mark.parametrize("startup", [False, True], ids=["plain", "startup"])
 @pytest.mark.parametrize("form", ["function", "iterable"])
-def test_resume_after_crash_equals_uninterrupted_run(tmp_path, form):
+def test_resume_after_crash_equals_uninterrupted_run(tmp_path, form, startup):
+    """With the startup step, the resumed run warms up again on its first batch, and still trains on it."""
     ckpt = str(tmp_path / "run.pt")
     data = get_batch if form == "function" else FixedBatches()
     ref_model = make_model()
-    ref = train(ref_model, data, config(eval_every=4), eval_batches=get_batch)
+    ref = train(ref_model, data, config(eval_every=4, startup_step=startup), eval_batches=get_batch)
 
     crash_data = crashing(get_batch, at=13) if form == "function" else FixedBatches(crash_at=13)
-    cfg = config(eval_every=4, checkpoint_path=ckpt, checkpoint_every=5, log_every=3)
+    cfg = config(eval_every=4, checkpoint_path=ckpt, checkpoint_every=5, log_every=3, startup_step=startup)
     with pytest.raises(Crash):
         train(make_model(), crash_data, cfg, eval_batches=get_batch)
     assert torch.load(ckpt, weights_only=True)["step"] == 10
@@ -543,12 +545,15 @@ def test_startup_step_is_untimed_and_leaves_the_trajectory_unchanged(tmp_path):
     r1 = train(c, FixedBatches(n=6), config(max_steps=6, startup_step=False))
     r2 = train(d, FixedBatches(n=6), config(max_steps=6, startup_step=True))
     assert r1.history["train_loss"].tolist() == r2.history["train_loss"].tolist()
-    # a resumed run does not repeat it, and keeps the time it recorded
+    # a resumed run (a new process pays the one-off costs again) warms up again and adds its time; one with no
+    # step left to take does not
     ck = tmp_path / "ck.pt"
     first = train(make_model(), get_batch, config(max_steps=4, startup_step=True, checkpoint_path=str(ck)))
     with pytest.warns(UserWarning, match="different budget"):
         again = train(make_model(), get_batch, config(max_steps=8, startup_step=True, checkpoint_path=str(ck)))
-    assert again.steps == 8 and again.startup_seconds == first.startup_seconds
+    assert again.steps == 8 and again.startup_seconds > first.startup_seconds
+    done = train(make_model(), get_batch, config(max_steps=8, startup_step=True, checkpoint_path=str(ck)))
+    assert done.steps == 8 and done.startup_seconds == again.startup_seconds
 
 
 def test_a_collapsing_float16_loss_scale_is_named():

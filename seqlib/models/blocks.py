@@ -49,7 +49,7 @@ class Block(nn.Module):
         d = mixer.d_model
         self.norm1 = nn.LayerNorm(d)
         self.mixer = mixer
-        self.norm2 = nn.LayerNorm(d)
+        self.norm2 = None if mlp_mult is None else nn.LayerNorm(d)  # no MLP, no norm before it (no unused weights)
         self.mlp = None if mlp_mult is None else MLP(d, mlp_mult, dropout)
         self.dropout = nn.Dropout(dropout)
 
