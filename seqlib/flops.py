@@ -10,6 +10,7 @@ entries of a blocked computation included, so they can be divided by measured ti
 mixer                 forward FLOPs per token per layer                                 dominant term
 ===================== ================================================================= ==================
 lstm                  ``2*4*(d*h + h*h) + 2*h*d``  (4 gates, then the output projection) O(d^2)
+                      h = d; bidirectional: twice, with h = d // 2 per direction
 gru                   ``2*3*(d*h + h*h) + 2*h*d``                                         O(d^2)
 cnn                   ``2*k*d*2d + 2*d*d`` (gated conv to 2d channels, projection)       O(k d^2)
 transformer           ``8*d^2 + 4*d*keys``; keys = n (bidirectional), (n+1)/2 (causal:   O(d^2 + n d)
@@ -19,16 +20,20 @@ recurrent_transformer ``8*d^2 + 4*d*(m + keys_L) + 16*m*d^2/L + 4*m*d``: attenti
                       a segment of L tokens plus m memory slots; per segment, the memory's
                       keys/values (4 m d^2), the slots' read (4 m L d) and GRU write (12 m d^2)
 linear_attention      ``8*d^2 + 4*C*d + 4*d*d_h + 2*d``: projections, the masked C x C       O(d^2 + C d)
-                      block inside each chunk of C=min(chunk, n), the state update and read
+                      block inside each chunk of C=min(chunk, n), the state update and read;
+                      bidirectional (global sums, no chunks): ``8*d^2 + 4*d*d_h + 2*d``
 s4                    ``4*d^2 + d*(15*log2(2n) + 4*N + 8)``: GLU output projection; per       O(d^2 + d log n)
                       channel three real FFTs of length 2n (2.5 m log2 m each), the kernel
-                      (N/2 complex modes), the spectral product
+                      (N/2 complex modes; a second kernel when bidirectional), the product
 mamba                 ``2*d*2E + 2*d_conv*E + 2*E*(R + 2N) + 2*R*E + 7*E*N + 2*E*d``,      O(d^2 + d N)
                       E = expand*d, R = ceil(d/16): in_proj, conv, x_proj, dt_proj,
-                      selective scan (7 FLOPs per state entry), out_proj
+                      selective scan (7 FLOPs per state entry), out_proj; bidirectional: a
+                      second conv, x_proj, dt_proj and scan
 rwkv                  ``8*d^2 + 4*C*d + 20*d``: four projections; the chunked WKV is a      O(d^2 + C d)
                       C x C decay matrix product per channel for numerator and denominator
-longformer            ``8*d^2 + 4*d*w`` (causal: w keys per query; bidirectional 2w+1)     O(d^2 + w d)
+longformer            ``8*d^2 + 4*d*K``, K = 2*min(w, n) keys per query (causal) or        O(d^2 + w d)
+                      3*min(w, n) (bidirectional): the blocked fast path scores each block of
+                      min(w, n) queries against two (three) whole key blocks, masked
 ===================== ================================================================= ==================
 
 The feed-forward block that follows every mixer adds ``mlp_flops(d) = 2*2*d*(4d) = 16 d^2`` per token
@@ -65,7 +70,7 @@ def mixer_flops(arch: str, n: int, d: int, *, causal: bool = True, **options) ->
         raise ValueError(f"n and d must be positive ints, got n={n!r}, d={d!r}")
     o = options
     if arch in ("lstm", "gru"):
-        h = o.get("hidden_size") or d
+        h = o.get("hidden_size") or (d if causal else max(1, d // 2))  # the mixer's default: d // 2 per direction
         gates = 4 if arch == "lstm" else 3
         dirs = 1 if causal else 2
         return dirs * 2 * gates * (d * h + h * h) + 2 * dirs * h * d
@@ -82,20 +87,24 @@ def mixer_flops(arch: str, n: int, d: int, *, causal: bool = True, **options) ->
         return _attention(n, d, causal, keys) + 16 * m * d * d / L + 4 * m * d
     if arch == "linear_attention":
         C, dh = min(o.get("chunk_size", 64), n), d // o.get("n_heads", 4)
+        if not causal:  # the global sums: no chunks
+            return 8 * d * d + 4 * d * dh + 2 * d
         return 8 * d * d + 4 * C * d + 4 * d * dh + 2 * d
     if arch == "s4":
         N = o.get("d_state", 64)
-        return 4 * d * d + d * (15 * math.log2(2 * n) + 4 * N + 8)
+        dirs = 1 if causal else 2  # bidirectional: a second kernel, for the backward direction
+        return 4 * d * d + d * (15 * math.log2(2 * n) + 4 * N * dirs + 8)
     if arch == "mamba":
         E, N, K = o.get("expand", 2) * d, o.get("d_state", 16), o.get("d_conv", 4)
         R = math.ceil(d / 16)
-        return 2 * d * 2 * E + 2 * K * E + 2 * E * (R + 2 * N) + 2 * R * E + 7 * E * N + 2 * E * d
+        inner = 2 * K * E + 2 * E * (R + 2 * N) + 2 * R * E + 7 * E * N  # conv, x_proj, dt_proj, scan
+        return 2 * d * 2 * E + (1 if causal else 2) * inner + 2 * E * d  # bidirectional: a second inner path
     if arch == "rwkv":
         C = min(o.get("chunk_size", 64), n)
         return (1 if causal else 2) * (8 * d * d + 4 * C * d + 20 * d)
     if arch == "longformer":
         w = o.get("window", 64)
-        return _attention(n, d, causal, keys=min(w, n) if causal else min(2 * w + 1, n))
+        return _attention(n, d, causal, keys=(2 if causal else 3) * min(w, n))  # the blocks, masked keys included
     raise ValueError(f"no FLOP formula for {arch!r}")
 
 

@@ -448,11 +448,11 @@ def judge(
     ``a ≈ b`` holds within ``tol``; ``a best`` holds when no family beats a by more than ``tol``. Every relation
     holds: *confirmed*; one reversed (or an ``≈`` or ``best`` broken): *refuted*; otherwise (a tie where the claim
     says ``>``): *qualified*. ``floor`` (e.g. chance + tol): when no family scores above it, nothing was learned
-    and the claim cannot be decided: *qualified*.
+    and the claim cannot be decided: *undecided*.
     """
     scores = {k: float(v) for k, v in dict(scores).items() if not math.isnan(float(v))}
     if floor is not None and max(scores.values()) <= floor:
-        return "qualified", f"undecided: no family above {floor:.2f} (chance + tolerance); nothing was learned"
+        return "undecided", f"no family above {floor:.2f} (chance + tolerance): nothing was learned"
     status, reasons = [], []
     for a, op, b in relations:
         sa = scores[a]

@@ -30,7 +30,8 @@ row ``cnn_encoder_transformer_decoder``, placed after the CNN's): no row is cred
 ``row_label(name)`` gives a row's display name.
 
 A record that is missing leaves its cells empty (NaN): the table says what was measured, never fills a gap.
-``sources(records)`` lists the records used with their device, profile, date and whether the code changed since.
+``sources(records, names)`` lists records (by default those the table shows) with their device, profile, date and
+whether the code changed since.
 
 Two helpers serve chapter 12's notes and ledger: ``full_window_columns(records)`` finds the columns in which the
 sliding-window model's window spans every sequence it ran on (its attention there is full attention), and
@@ -75,11 +76,6 @@ COLUMNS: dict[str, tuple[str, bool]] = {
     "decode state exponent": ("05_memory", False),
     "long-range acc": ("06_long_range", True),
 }
-_USED = re.compile(
-    r"^(ch4_scaling|ch5_train_memory|ch5_decode_memory|ch6_length_sweep|ch7_(char|word)_|ch8_|ch9_"
-    r"|ch10_char_hybrid$|ch10_(imdb|sst2)_hybrid_s\d+$|ch10_synthetic$)"
-)
-
 
 #: short names of mixers used as a translation encoder (the registry's display name otherwise)
 _ENCODER_NAMES = {"cnn": "CNN", "lstm": "LSTM"}
@@ -183,14 +179,18 @@ def _long_range(df: pd.DataFrame) -> dict[str, float]:
 
 
 def comparison_table(records: dict[str, dict]) -> pd.DataFrame:
-    """One row per architecture that has at least one recorded figure; columns as in ``COLUMNS``."""
+    """One row per architecture that has at least one recorded figure; columns as in ``COLUMNS``.
+
+    ``table.attrs["records"]``: the names of the records whose figures are in the table (for ``sources``)."""
     cols: dict[str, dict[str, float]] = {c: {} for c in COLUMNS}
+    used: set[str] = set()
     for name, rec in records.items():
         m = rec["metrics"]
         if match := re.fullmatch(r"ch7_(char|word)_(\w+)", name):
             kind, arch = match.groups()
             if arch == "long" or m.get("val_loss") is None:
                 continue
+            used.add(name)
             if kind == "char":
                 cols["char bits/char"][arch] = m["val_loss"] / math.log(2)
                 cols["LM tokens/s"][arch] = m.get("tokens_per_s")
@@ -198,8 +198,10 @@ def comparison_table(records: dict[str, dict]) -> pd.DataFrame:
                 cols["WikiText-2 ppl"][arch] = math.exp(m["val_loss"])
         elif match := re.fullmatch(r"ch9_translate_(\w+)", name):
             cols["Multi30k BLEU"][_translation_row(match.group(1), rec)] = m.get("test_bleu")
+            used.add(name)
     hybrid, ref = records.get("ch10_char_hybrid"), records.get("ch7_char_transformer")
     if hybrid and ref and hybrid["metrics"].get("val_loss") is not None and _trained_alike(hybrid, ref):
+        used.add("ch10_char_hybrid")
         cols["char bits/char"]["hybrid"] = hybrid["metrics"]["val_loss"] / math.log(2)
         cols["LM tokens/s"]["hybrid"] = hybrid["metrics"].get("tokens_per_s")
     for ds, col in (("imdb", "IMDB acc"), ("sst2", "SST-2 acc")):
@@ -207,23 +209,30 @@ def comparison_table(records: dict[str, dict]) -> pd.DataFrame:
         for name, rec in records.items():
             if match := re.fullmatch(rf"ch8_{ds}_(\w+)_s\d+", name):
                 accs.setdefault(match.group(1), []).append(rec["metrics"]["val_accuracy"])
+                used.add(name)
             elif match := re.fullmatch(rf"ch10_{ds}_hybrid_s(\d+)", name):
                 if _classified_alike(rec, records.get(f"ch8_{ds}_transformer_s{match.group(1)}")):
                     accs.setdefault("hybrid", []).append(rec["metrics"]["val_accuracy"])
+                    used.add(name)
         cols[col] = {a: sum(v) / len(v) for a, v in accs.items()}
     if rec := records.get("ch4_scaling"):
+        used.add("ch4_scaling")
         cols["train time exponent"] = {
             k.split("/")[0]: v for k, v in rec["metrics"].items() if k.endswith("/train") and v is not None
         }
     if rec := records.get("ch5_train_memory"):
+        used.add("ch5_train_memory")
         cols["train memory exponent"] = dict(rec["metrics"].get("exponent", {}))
     if rec := records.get("ch5_decode_memory"):
+        used.add("ch5_decode_memory")
         cols["decode state exponent"] = dict(rec["metrics"].get("state_exponent", {}))
         state = _at_longest(rec["history"], "state_bytes_per_seq")
         cols["decode state (KiB)"] = {a: v / 1024 for a, v in state.items()}
     if rec := records.get("ch6_length_sweep"):
+        used.add("ch6_length_sweep")
         cols["long-range acc"] = _long_range(rec["history"])
         if (rec10 := records.get("ch10_synthetic")) is not None and _swept_alike(rec10, rec):
+            used.add("ch10_synthetic")
             hybrid_rows = rec10["history"][rec10["history"]["arch"] == "hybrid"]
             cols["long-range acc"].update(_long_range(hybrid_rows))
     table = pd.DataFrame(cols, columns=list(COLUMNS)).astype(float).dropna(how="all")
@@ -231,14 +240,18 @@ def comparison_table(records: dict[str, dict]) -> pd.DataFrame:
     for a in ARCH_STYLE:  # the book's order; an encoder-decoder of two mixers after its encoder's row
         order += [a] if a in table.index else []
         order += sorted(r for r in table.index if (m := _SEQ2SEQ_ROW.fullmatch(r)) and m.group(1) == a)
-    return table.loc[order + sorted(r for r in table.index if r not in order)]
+    table = table.loc[order + sorted(r for r in table.index if r not in order)]
+    table.attrs["records"] = sorted(used)
+    return table
 
 
-def sources(records: dict[str, dict]) -> pd.DataFrame:
-    """The records ``comparison_table`` reads: name, device, profile, date, and whether the code changed since."""
+def sources(records: dict[str, dict], names=None) -> pd.DataFrame:
+    """Records with their provenance: name, device, profile, date, and whether the code changed since. ``names``:
+    the records to list (those of them that exist); None: the ones whose figures ``comparison_table`` shows."""
+    names = set(comparison_table(records).attrs["records"] if names is None else names)
     rows = []
     for name, rec in sorted(records.items()):
-        if not _USED.match(name):
+        if name not in names:
             continue
         p = rec["provenance"]
         rows.append(

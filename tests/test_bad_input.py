@@ -6,7 +6,7 @@ import torch
 
 from seqlib.models import MIXERS, Block, build_model, match_d_model
 from seqlib.models import base as base_module
-from seqlib.models.base import RIGHT_PADDED_MESSAGE, check_right_padding
+from seqlib.models.base import RIGHT_PADDED_MESSAGE, StreamingNotSupported, check_right_padding
 
 D, B, T = 16, 2, 9
 OPTIONS = {
@@ -334,3 +334,27 @@ def test_a_mixer_without_parameters_still_runs():
     assert y.shape == (B, T, D)
     with pytest.raises(ValueError, match="no parameters"):
         MeanSoFar(d_model=D)._device_dtype(None, None)
+
+
+def test_a_mixer_that_cannot_stream_says_so():
+    """``supports_step = False``: its state and its step raise StreamingNotSupported, in a block too."""
+
+    class Shuffle(base_module.Mixer):
+        supports_step = False
+
+        def __init__(self, d_model, causal=True, impl="fast", layer_idx=0):
+            super().__init__(d_model, causal, impl)
+            self.proj = torch.nn.Linear(d_model, d_model)
+
+        def forward_fast(self, x, mask=None):
+            return self.proj(x)
+
+        forward_reference = forward_fast
+
+    m = Shuffle(d_model=D)
+    with pytest.raises(StreamingNotSupported, match="supports_step=False"):
+        m.init_state(B)
+    with pytest.raises(StreamingNotSupported, match="supports_step=False"):
+        m.step(torch.randn(B, D), None)
+    with pytest.raises(StreamingNotSupported, match="supports_step=False"):
+        Block(m).step(torch.randn(B, D), None)

@@ -142,7 +142,9 @@ def test_bench_mixer_modes(mode):
         ToyMixer, [4, 8], mode=mode, batch_size=2, device="cpu", warmup=1, repeats=2, labels={"arch": "toy"}
     )
     assert df["seq_len"].tolist() == [4, 8] and (df["status"] == "ok").all() and (df["mode"] == mode).all()
-    assert (df["tokens_per_s"] > 0).all()
+    # tokens per second from the median time of one call: B x T tokens a call, one token per sequence decoding
+    per_call = 2 * (1 if mode == "decode" else df["seq_len"])
+    assert df["tokens_per_s"].to_numpy() == pytest.approx((per_call / (df["median_ms"] / 1e3)).to_numpy(), rel=1e-6)
     if mode == "decode":
         assert df["state_bytes_per_seq"].tolist() == [8 * 4, 8 * 4]  # (D,) float32 per sequence
         assert df["state_numbers_per_seq"].tolist() == [8, 8]

@@ -13,9 +13,13 @@ D, N = 32, 64
     "arch, options",
     [
         ("lstm", {"impl": "reference"}),  # the cell written out: its matmuls are visible to the counter
+        ("lstm", {"impl": "reference", "causal": False}),  # two directions of d // 2
         ("gru", {}),
+        ("gru", {"causal": False}),
         ("cnn", {}),
+        ("cnn", {"causal": False}),  # centred kernels: the same products
         ("transformer", {"impl": "reference", "causal": False}),  # the reference computes all n x n scores
+        ("linear_attention", {"causal": False}),  # the global sums
     ],
 )
 def test_mixer_flops_match_flop_counter(arch, options):
@@ -26,23 +30,41 @@ def test_mixer_flops_match_flop_counter(arch, options):
     assert counted == pytest.approx(expected, rel=1e-6)
 
 
-def test_mamba_projections_match_flop_counter():
-    """Mamba's matmuls and conv are counted by FlopCounterMode; its elementwise scan (5 of 7 FLOPs) is not."""
-    mixer = MIXERS["mamba"](d_model=D)
+@pytest.mark.parametrize("causal", [True, False])
+def test_mamba_projections_match_flop_counter(causal):
+    """Mamba's matmuls and conv are counted by FlopCounterMode; its elementwise scan (5 of 7 FLOPs) is not.
+    Bidirectional: a second conv, projections and scan."""
+    mixer = MIXERS["mamba"](d_model=D, causal=causal)
     counted = count_flops(mixer, torch.randn(1, N, D)) / N
     E, n_state, K = 2 * D, 16, 4
+    paths = 1 if causal else 2
     scan_elementwise = 5 * E * n_state
     conv_pad = 2 * K * E * (K - 1) / N  # the padded conv computes K - 1 extra outputs
-    assert counted == pytest.approx(mixer_flops("mamba", N, D) - scan_elementwise + conv_pad, rel=1e-6)
+    expected = mixer_flops("mamba", N, D, causal=causal) - paths * (scan_elementwise - conv_pad)
+    assert counted == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_rwkv_matmuls_match_flop_counter(causal):
+    """RWKV's projections and chunked WKV products are counted; its 20 elementwise FLOPs per channel are not.
+    Bidirectional: a second time mix."""
+    mixer = MIXERS["rwkv"](d_model=D, causal=causal)
+    counted = count_flops(mixer, torch.randn(1, N, D)) / N
+    expected = mixer_flops("rwkv", N, D, causal=causal) - (1 if causal else 2) * 20 * D
+    assert counted == pytest.approx(expected, rel=1e-6)
 
 
 def test_attention_grows_with_length_and_crossover_near_d():
     assert mixer_flops("transformer", 2 * N, D) > mixer_flops("transformer", N, D)
     assert mixer_flops("lstm", 2 * N, D) == mixer_flops("lstm", N, D)
     assert mixer_flops("mamba", 4 * N, D) == mixer_flops("mamba", N, D)
-    # scores alone (4 n d, bidirectional) exceed the LSTM's recurrent h*h term (8 d^2) at n = 2d
-    n = crossover_length(D, causal=False)
-    assert 4 * D * n + 8 * D * D > mixer_flops("lstm", n, D, causal=False)
+    # the smallest such length: attention costs more there and not one token before
+    for causal in (True, False):
+        n = crossover_length(D, causal=causal)
+        assert mixer_flops("transformer", n, D, causal=causal) > mixer_flops("lstm", n, D, causal=causal)
+        assert mixer_flops("transformer", n - 1, D, causal=causal) <= mixer_flops("lstm", n - 1, D, causal=causal)
+    # causal: 8d^2 + 2d(n + 1) against the LSTM's 18d^2, so n = 5d
+    assert crossover_length(D) == 5 * D
     assert mlp_flops(D) == 16 * D * D
 
 

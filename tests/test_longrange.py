@@ -59,7 +59,7 @@ def test_family_scores_and_judge():
     assert lr.judge(s.loc["long (2K-8K)"], [("SSM", "best", None)])[0] == "confirmed"
     assert lr.judge(s.loc["long (2K-8K)"], [("CNN", "best", None)])[0] == "refuted"
     verdict, why = lr.judge(short, [("RNN", ">", "CNN")], floor=1.0)
-    assert verdict == "qualified" and "nothing was learned" in why
+    assert verdict == "undecided" and "nothing was learned" in why
 
 
 def test_ladder_judges_each_rung_on_its_band_or_the_longest_measured():
@@ -79,7 +79,7 @@ def test_ladder_judges_each_rung_on_its_band_or_the_longest_measured():
     verdict, _, judged_on = rungs["very long (>8K)"]  # no length above 8K: judged on the longest band
     assert judged_on == "long (2K-8K)" and verdict == "confirmed"  # mamba 1.0 is best there
     assert rungs["short (<512)"][0] == "confirmed" and rungs["medium (512-2K)"][0] == "confirmed"
-    assert all(v == "qualified" for v, _, _ in lr.ladder(s, floor=1.0).values())
+    assert all(v == "undecided" for v, _, _ in lr.ladder(s, floor=1.0).values())
     with pytest.raises(ValueError, match="no family scores"):
         lr.ladder(pd.DataFrame())
 

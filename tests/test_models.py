@@ -1,5 +1,7 @@
 """The mixer contract, checked for every architecture in the registry (float64, CPU, tiny sizes)."""
 
+import math
+
 import pytest
 import torch
 
@@ -249,6 +251,68 @@ def test_hybrid_pattern_and_options_per_architecture():
     kinds = [type(b.mixer).__name__ for b in lm.backbone.blocks]
     assert kinds == ["MambaMixer", "AttentionMixer", "MambaMixer", "AttentionMixer"]
     assert lm(torch.randint(0, 10, (2, 12))).shape == (2, 12, 10)
+    # each architecture's options reach its layers, and only them
+    assert all(b.mixer.n_heads == 2 for b in lm.backbone.blocks[1::2])
+    assert all(b.mixer.d_state == 4 for b in lm.backbone.blocks[0::2])
+
+
+@pytest.mark.parametrize("arch", [a for a in ARCHS if MIXERS[a].supports_bidirectional])
+def test_bidirectional_form_sees_the_future(arch):
+    m = make(arch, causal=False)
+    x = torch.randn(B, T, D, dtype=torch.float64)
+    x2 = x.clone()
+    x2[:, 2] += 1.0  # within every window, segment and dilated tap of position 0
+    assert (m(x)[:, 0] - m(x2)[:, 0]).abs().max() > 1e-6
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_classifier_and_encoder_are_bidirectional_and_the_decoder_causal(arch):
+    opts = {"vocab_size": 11, "d_model": D, "n_layers": 2, **OPTIONS.get(arch, {})}
+    clf = build_model(arch, "classify", num_classes=2, **opts)
+    s2s = build_model(arch, "seq2seq", tgt_vocab_size=9, **opts)
+    bidirectional = MIXERS[arch].supports_bidirectional
+    assert all(b.mixer.causal is not bidirectional for b in clf.backbone.blocks)
+    assert all(b.mixer.causal is not bidirectional for b in s2s.encoder.blocks)
+    assert all(layer.self_block.mixer.causal for layer in s2s.layers)
+
+
+def test_generate_feeds_back_its_samples_and_top_k_one_is_greedy():
+    torch.manual_seed(0)
+    lm = build_model("gru", "lm", vocab_size=13, d_model=D, n_layers=2).double().eval()
+    prompt = torch.randint(0, 13, (B, 3))
+    out = lm.generate(prompt, 6, top_k=1, generator=torch.Generator().manual_seed(0))
+    for t in range(3, out.shape[1]):  # each token is the most likely one given every token before it
+        assert torch.equal(out[:, t], lm(out[:, :t])[:, -1].argmax(-1))
+
+
+class NextTokenTable(torch.nn.Module):
+    """A decoder whose next-token log-probabilities depend only on the previous token (``table[prev]``)."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.table = table
+
+    def encode(self, src, src_mask=None):
+        return torch.zeros(src.shape[0], 1, 1)
+
+    def decode(self, memory, ys, src_mask=None):
+        return self.table[ys]  # (K, t, V)
+
+
+def test_beam_search_finds_the_likelier_sequence_that_greedy_misses():
+    bos, eos, a, c, b = 0, 1, 2, 3, 4
+    lp = torch.full((5, 5), -1e9)
+    lp[bos, a], lp[bos, b] = math.log(0.6), math.log(0.4)  # greedy takes a ...
+    lp[a, eos], lp[a, c] = math.log(0.45), math.log(0.55)  # ... then c: p(a c <eos>) = 0.33
+    lp[c, eos] = lp[b, eos] = lp[eos, eos] = 0.0  # while p(b <eos>) = 0.4
+    model, src = NextTokenTable(lp), torch.zeros(1, 1, dtype=torch.long)
+    assert greedy_decode(model, src, None, bos_id=bos, eos_id=eos, max_len=4)[0].tolist() == [a, c, eos]
+    assert beam_search(model, src, None, bos_id=bos, eos_id=eos, beam_size=2, max_len=4, length_penalty=0.0)[0] == [b]
+    # a length penalty that favours longer outputs enough flips the choice: log p / ((5 + |y|) / 6) ** alpha
+    assert beam_search(model, src, None, bos_id=bos, eos_id=eos, beam_size=2, max_len=4, length_penalty=5.0)[0] == [
+        a,
+        c,
+    ]
 
 
 def test_build_model_rejects_bad_arguments():

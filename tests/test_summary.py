@@ -66,8 +66,12 @@ def test_comparison_table_aggregates_each_chapter(records):
 
 def test_sources_lists_used_records_with_provenance(records):
     s = summary.sources(records)
-    assert set(s["record"]) == set(records) - {"notes"}
+    # the records whose figures are in the table: not the longer runs, which are no rows of it
+    assert set(s["record"]) == set(records) - {"ch7_char_long", "ch8_long_imdb_s4"}
+    assert set(s["record"]) == set(summary.comparison_table(records).attrs["records"])
     assert (s["profile"] == "smoke").all() and not s["stale"].any()
+    named = summary.sources(records, ["ch7_char_long", "ch4_scaling", "absent"])
+    assert list(named["record"]) == ["ch4_scaling", "ch7_char_long"]
 
 
 def test_empty_or_missing_directory_gives_an_empty_table(tmp_path):
@@ -99,6 +103,7 @@ def test_the_hybrid_joins_chapter_7_columns_only_when_trained_alike(tmp_path):
     for n_params, n_layers, budget in ((1200, 2, 7.0), (1000, 4, 7.0), (1000, 2, 3.0)):  # size, depth, budget
         _lm(tmp_path, "ch10_char_hybrid", 3 * math.log(2), n_params, n_layers, budget)
         assert "hybrid" not in summary.comparison_table(summary.collect(results_dir=tmp_path)).index
+        assert "ch10_char_hybrid" not in set(summary.sources(summary.collect(results_dir=tmp_path))["record"])
 
 
 def _classifier(tmp_path, name, acc, n_params, train_seconds, seed):

@@ -566,3 +566,51 @@ def test_a_collapsing_float16_loss_scale_is_named():
     healthy = Trainer(make_model(), get_batch, config(max_steps=4), loss_fn=lm_loss)
     healthy.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
     assert healthy.run().steps == 4
+
+
+class FirstTokenLogits(torch.nn.Module):
+    """A classifier whose logits are a fixed row of ``table`` per first token."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.table = torch.nn.Parameter(table)
+
+    def forward(self, tokens, mask=None):
+        return self.table[tokens[:, 0]]
+
+
+def test_validation_metrics_are_averaged_over_examples_not_batches():
+    """Batches of 3 and then 1 example: accuracy and loss over the 4 examples, as one would compute them by hand."""
+    table = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 0.5]])
+    batches = [
+        (
+            torch.tensor([[0, 5], [1, 5], [2, 5]]),
+            torch.tensor([[True, True], [True, False], [True, True]]),
+            torch.tensor([0, 1, 1]),
+        ),
+        (torch.tensor([[1, 5]]), torch.tensor([[True, True]]), torch.tensor([1])),
+    ]
+    trainer = Trainer(
+        FirstTokenLogits(table), lambda g: batches[0], config(max_steps=1), loss_fn=classify_loss, eval_batches=batches
+    )
+    m = trainer.evaluate_now()
+    logits, labels = table[torch.tensor([0, 1, 2, 1])], torch.tensor([0, 1, 1, 1])
+    assert m["val_accuracy"] == pytest.approx(0.75)  # the third example is wrong
+    assert m["val_loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, labels).item())
+
+
+def test_validation_loss_of_a_language_model_is_per_scored_token():
+    """Two batches with different numbers of unscored (-100) targets: the loss is the mean over scored tokens."""
+    torch.manual_seed(0)
+    model = make_model()
+    x = torch.randint(0, V, (2, T + 1))
+    y1, y2 = x[:, 1:].clone(), x[:, 1:].clone()
+    y1[:, 3:] = -100  # 6 scored targets
+    y2[0, 1:] = -100  # T + 1 scored targets
+    batches = [(x[:, :-1], y1), (x[:, :-1], y2)]
+    m = Trainer(model, get_batch, config(max_steps=1), loss_fn=lm_loss, eval_batches=batches).evaluate_now()
+    with torch.no_grad():
+        logits = model.eval()(x[:, :-1])  # as evaluated: without dropout
+    both = torch.cat([y1, y2]).flatten()
+    expected = torch.nn.functional.cross_entropy(logits.repeat(2, 1, 1).flatten(0, 1), both)  # ignore_index -100
+    assert m["val_loss"] == pytest.approx(expected.item(), rel=1e-5)
