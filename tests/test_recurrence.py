@@ -23,3 +23,4 @@ def test_fast_vs_step_columns():
     assert list(df["seq_len"]) == [4, 8]
     assert {"arch", "fast_ms", "step_ms", "ratio"} <= set(df.columns)
     assert (df["ratio"] > 0).all()
+    assert df["ratio"].to_numpy() == pytest.approx((df["step_ms"] / df["fast_ms"]).to_numpy())  # how many times faster

@@ -111,6 +111,8 @@ def test_max_seconds_budget_stops(monkeypatch):
     assert res.stopped_by == "max_seconds"
     assert 0.2 <= res.train_seconds < 0.25
     assert 19 <= res.steps <= 21  # each step takes 10 ms: 20 fit, plus at most the one that crosses the line
+    assert res.tokens_per_s == pytest.approx(res.tokens / res.train_seconds)  # B x T tokens every 10 ms
+    assert res.tokens_per_s == pytest.approx(B * T / 0.01, rel=0.1)
     assert res.history["lr"].iloc[-1] < 0.25 * 1e-2  # the schedule follows the clock down to min_lr
 
 
