@@ -16,8 +16,9 @@ cnn                   ``2*k*d*2d + 2*d*d`` (gated conv to 2d channels, projectio
 transformer           ``8*d^2 + 4*d*keys``; keys = n (bidirectional), (n+1)/2 (causal:   O(d^2 + n d)
                       the average query sees half the keys; flash kernels skip the rest)
 conv_transformer      transformer + ``2*k*d`` (depthwise conv) + ``2*d^2`` (output)       O(d^2 + n d)
-recurrent_transformer ``8*d^2 + 4*d*(m + keys_L) + 16*m*d^2/L + 4*m*d``: attention inside O(d^2 + L d)
-                      a segment of L tokens plus m memory slots; per segment, the memory's
+recurrent_transformer ``8*d^2 + 4*d*(m + L) + 16*m*d^2/L + 4*m*d``: attention inside a     O(d^2 + L d)
+                      segment of L tokens plus m memory slots (its mask keeps SDPA from skipping
+                      the future half, so all m + L keys count); per segment, the memory's
                       keys/values (4 m d^2), the slots' read (4 m L d) and GRU write (12 m d^2)
 linear_attention      ``8*d^2 + 4*C*d + 4*d*d_h + 2*d``: projections, the masked C x C       O(d^2 + C d)
                       block inside each chunk of C=min(chunk, n), the state update and read;
@@ -83,7 +84,7 @@ def mixer_flops(arch: str, n: int, d: int, *, causal: bool = True, **options) ->
         return _attention(n, d, causal) + 2 * o.get("kernel_size", 3) * d + 2 * d * d
     if arch == "recurrent_transformer":
         L, m = min(o.get("segment_len", 64), n), o.get("memory_size", 8)
-        keys = m + ((L + 1) / 2 if causal else L)
+        keys = m + L  # the memory slots and the whole segment: a boolean mask, computed block by block in full
         return _attention(n, d, causal, keys) + 16 * m * d * d / L + 4 * m * d
     if arch == "linear_attention":
         C, dh = min(o.get("chunk_size", 64), n), d // o.get("n_heads", 4)

@@ -813,7 +813,7 @@ class Trainer:
         return self._result(stopped_by, time.perf_counter() - wall0)
 
     def _budget_spent(self) -> str | None:
-        """ "max_steps" or "max_seconds" when that budget is used up, else None."""
+        """Which budget is used up, if any: "max_steps", "max_seconds" or None."""
         c = self.config
         if c.max_steps is not None and self.step >= c.max_steps:
             return "max_steps"

@@ -20,13 +20,17 @@ D, N = 32, 64
         ("cnn", {"causal": False}),  # centred kernels: the same products
         ("transformer", {"impl": "reference", "causal": False}),  # the reference computes all n x n scores
         ("linear_attention", {"causal": False}),  # the global sums
+        # the reference writes out the scores over the memory slots and the whole segment, as the fast path's mask does
+        ("recurrent_transformer", {"impl": "reference", "segment_len": 16, "memory_size": 4}),
+        ("recurrent_transformer", {"impl": "reference", "segment_len": 16, "memory_size": 4, "causal": False}),
     ],
 )
 def test_mixer_flops_match_flop_counter(arch, options):
     torch.manual_seed(0)
     mixer = MIXERS[arch](d_model=D, **options)
     counted = count_flops(mixer, torch.randn(2, N, D)) / (2 * N)
-    expected = mixer_flops(arch, N, D, causal=options.get("causal", True))
+    sizes = {k: v for k, v in options.items() if k not in ("impl", "causal")}
+    expected = mixer_flops(arch, N, D, causal=options.get("causal", True), **sizes)
     assert counted == pytest.approx(expected, rel=1e-6)
 
 
