@@ -58,6 +58,31 @@ def test_sweep_stops_at_oom():
     assert np.isnan(df["median_ms"].iloc[-1])
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 68719476736 bytes"),
+        RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"),
+        RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"),
+        RuntimeError("cuFFT error: CUFFT_ALLOC_FAILED"),
+        MemoryError(),
+    ],
+)
+def test_sweep_records_every_kind_of_out_of_memory(error):
+    """The CPU allocator's and the CUDA libraries' allocation failures end a sweep as "oom", as torch's own does."""
+
+    def make_fn(n):
+        def fn():
+            if n > 16:
+                raise error
+            return torch.zeros(n)
+
+        return fn
+
+    df = bench.sweep(make_fn, [16, 32, 64], device="cpu", warmup=1, repeats=2)
+    assert df["status"].tolist() == ["ok", "oom"]
+
+
 def test_sweep_reraises_other_errors():
     def make_fn(n):
         def fn():
@@ -222,3 +247,10 @@ def test_training_peak_memory_counts_the_gradients_on_every_call():
     peaks = [peak_memory(fn) for _ in range(3)]
     assert all(p >= grads for p in peaks), peaks
     assert max(peaks) - min(peaks) < grads / 4, peaks
+
+
+def test_linear_time_is_not_confirmed_when_any_one_architecture_grows_faster():
+    v = bench.linear_time_verdict
+    assert v({"mamba": 1.0, "rwkv": 1.8, "transformer": 2.0}, ["mamba", "rwkv"]) == "not confirmed by this run"
+    assert v({"mamba": 1.8, "rwkv": 1.0, "transformer": 2.0}, ["mamba", "rwkv"]) == "not confirmed by this run"
+    assert v({"mamba": 1.0, "rwkv": 1.3, "transformer": 2.0}, ["mamba", "rwkv"]) == "confirmed"  # at the limit

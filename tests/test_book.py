@@ -337,3 +337,61 @@ def test_setup_on_a_cpu_names_the_profile_that_runs(profile, monkeypatch, capsys
     # the smoke note only where the smoke profile runs; the warning only where the full one does
     assert ("the smoke profile runs" in out) is (profile == "smoke")
     assert ("full on a CPU will take a long time" in out) is (profile == "full")
+
+
+def test_check_strict_fails_on_a_stale_notebook(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SEQLIB_PROFILE", "smoke")
+    path = _notebook(tmp_path, "print(1)", outputs=False)
+    book.execute([path], timeout=120, log_path=tmp_path / "log.json")
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata["seqlib"].update(profile="full", cuda=True)  # as a full-profile GPU execution would have left it
+    nbformat.write(nb, path)
+    assert book.check([path], strict=True) == 0
+    nb.cells[0].source = "print(2)"  # edited since: the outputs no longer show what the code does
+    nbformat.write(nb, path)
+    capsys.readouterr()
+    assert book.notebook_status(path)["stale"]
+    assert book.check([path], strict=True) == 1
+    assert "STALE" in capsys.readouterr().out
+    assert book.check([path]) == 0  # without --strict, staleness is reported, not a failure
+
+
+def test_a_notebook_without_recorded_dependencies_is_stale_when_seqlib_changes(tmp_path, monkeypatch):
+    path = _notebook(tmp_path, "print(1)")
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata["seqlib"] = {  # executed where the dependency probe failed (a kernel with another seqlib)
+        "profile": "smoke",
+        "code_cells_hash": book.code_cells_hash(nb),
+        "seqlib_hash": results.code_hash(),
+        "dependencies": None,
+    }
+    nbformat.write(nb, path)
+    assert not book.notebook_status(path)["stale"]
+    monkeypatch.setattr(results, "code_hash", lambda: "0" * 64)  # any change to seqlib's source
+    assert book.notebook_status(path)["stale"]
+
+
+def test_execute_counts_the_time_already_spent_against_the_budget(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SEQLIB_PROFILE", "smoke")
+    a = _notebook(tmp_path, "import time\ntime.sleep(4)", outputs=False, name="a.ipynb")
+    b = _notebook(tmp_path, "print(1)", outputs=False, name="b.ipynb")
+    log = tmp_path / "book_execution.json"
+    log.write_text(json.dumps({n: {"profile": "smoke", "wall_time_s": 4.0} for n in ("a.ipynb", "b.ipynb")}))
+    done = book.execute([a, b], timeout=120, log_path=log, time_budget=7)
+    assert len(done) == 1  # a fits; after its 4 s (at least), b's 4 s no longer fit in the 7 s budget
+    assert [book.notebook_status(p)["executed"] for p in (a, b)] == [True, False]
+    assert "): b.ipynb" in capsys.readouterr().out
+
+
+def test_the_time_budget_uses_the_time_logged_under_the_notebooks_path(tmp_path, monkeypatch):
+    from seqlib import bookexec
+
+    monkeypatch.setenv("SEQLIB_PROFILE", "smoke")
+    monkeypatch.setattr(bookexec, "ROOT", tmp_path)  # a book whose notebooks live in notebooks/
+    (tmp_path / "notebooks").mkdir()
+    path = _notebook(tmp_path / "notebooks", "print(1)", outputs=False, name="a.ipynb")
+    log = tmp_path / "book_execution.json"
+    log.write_text(json.dumps({"notebooks/a.ipynb": {"profile": "smoke", "wall_time_s": 1.0}}))
+    # its measured 1 s fits the 60 s budget (the 180 s limit, the guess without a measurement, would not)
+    assert len(book.execute([path], timeout=120, log_path=log, time_budget=60)) == 1
+    assert list(json.loads(log.read_text())) == ["notebooks/a.ipynb"]

@@ -287,7 +287,7 @@ def test_lm_batches():
         next(lm_batches(ids[:8], 4, 8))
 
 
-@pytest.mark.parametrize("n", [101, 97, 9])
+@pytest.mark.parametrize("n", [101, 97, 18, 9])  # 18: one token left over after two windows, its target scored
 def test_lm_eval_batches_cover_every_token_once(n):
     ids = torch.arange(n) * 3
     batches = list(lm_eval_batches(ids, batch_size=4, seq_len=8))
@@ -433,3 +433,49 @@ def test_the_package_docstring_names_every_synthetic_task_and_the_loaders_are_do
     assert all(hasattr(data, name) for name in data.SYNTHETIC_TASKS)
     for fn in (loaders.load_char_lm, loaders.load_word_lm, loaders.load_classification, loaders.load_translation):
         assert fn.__doc__ and len(fn.__doc__.strip()) > 80, fn.__name__
+
+
+def test_classification_subset_keeps_each_text_with_its_label():
+    from seqlib.data import ClassificationSplit
+
+    split = ClassificationSplit([[i, i] for i in range(40)], torch.arange(40), pad_id=0, max_len=8)
+    sub = split.subset(10, seed=3)
+    assert len(sub) == 10 and (sub.pad_id, sub.max_len) == (0, 8)
+    assert [t[0] for t in sub.tokens] == sub.labels.tolist()  # every text still has its own label
+    assert sub.labels.tolist() != list(range(10))  # a random draw, not the first ten
+    assert sub.tokens == split.subset(10, seed=3).tokens  # seeded
+    assert split.subset(40) is split
+
+
+@needs_data
+def test_load_translation_trains_each_tokenizer_on_its_own_language(local):
+    _, _, test, src_tok, tgt_tok = load_translation("multi30k", vocab_size=1000)
+
+    def n_tokens(tok, texts):
+        return sum(len(ids) for ids in tok.encode_batch(texts))
+
+    # a BPE learned on a language segments it into fewer pieces than one learned on the other language
+    assert n_tokens(tgt_tok, test.tgt_texts) < n_tokens(src_tok, test.tgt_texts)
+    assert n_tokens(src_tok, test.src_texts) < n_tokens(tgt_tok, test.src_texts)
+    assert test.tgt == tgt_tok.encode_batch(test.tgt_texts) and test.src == src_tok.encode_batch(test.src_texts)
+
+
+@needs_data
+def test_load_classification_trains_bpe_on_the_training_texts_only(local, monkeypatch):
+    from seqlib.data import loaders, truncate
+
+    seen, real = [], loaders.train_bpe
+    monkeypatch.setattr(loaders, "train_bpe", lambda texts, *a, **k: seen.append(list(texts)) or real(texts, *a, **k))
+    train, held_out, tok = load_classification("sst2", vocab_size=300, max_len=16, max_examples=50)
+    assert len(seen) == 1 and len(seen[0]) == len(train) == 50  # no held-out text leaks into the vocabulary
+    assert [truncate(ids, 16) for ids in tok.encode_batch(seen[0])] == train.tokens  # exactly the training texts
+
+
+@needs_data
+def test_a_file_not_listed_in_sha256sums_is_refused(monkeypatch, tmp_path):
+    root = _mirror(tmp_path, "sst2/dev.tsv.gz")
+    sums = root / "SHA256SUMS"
+    sums.write_text("".join(line for line in sums.read_text().splitlines(True) if "sst2/dev.tsv.gz" not in line))
+    monkeypatch.setenv("SEQLIB_DATA", str(root))
+    with pytest.raises(ChecksumError, match="sst2/dev.tsv.gz is not listed"):
+        load_corpus("sst2", "validation")

@@ -1,7 +1,9 @@
 """The helpers behind chapters 7 and 8: matching widths on the meta device, capped classification data,
 experiments that name their corpus (``lm_data``)."""
 
+import math
 import os
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -136,3 +138,48 @@ def test_run_lm_names_the_experiments_it_runs():
         run_lm("lstm", "classify_sst2", profile="smoke")
     with pytest.raises(ValueError, match="not 'poetry'$"):
         run_lm("lstm", "poetry", profile="smoke")
+
+
+@needs_data
+def test_run_classification_evaluates_on_the_held_out_split(monkeypatch):
+    from seqlib import experiments
+    from seqlib.experiments import classification_splits, run_classification
+
+    seen = {}
+
+    def fake_train(model, batches, cfg, *, loss_fn, eval_batches, **kw):
+        seen["eval"], seen["train"] = list(eval_batches), [batches(None) for _ in range(2)]
+        return SimpleNamespace(metrics={})
+
+    monkeypatch.setattr(experiments, "train", fake_train)
+    run_classification("lstm", "sst2", profile="smoke", seed=1, progress=False)
+    train, held_out, _ = classification_splits("sst2", profile="smoke", seed=1)
+    labels = torch.cat([b[2] for b in seen["eval"]])
+    assert len(labels) == len(held_out) and torch.equal(labels, held_out.labels)  # every held-out example, in order
+    first = next(iter(held_out.batches(len(seen["eval"][0][2]), shuffle=False)))
+    assert torch.equal(seen["eval"][0][0], first[0])
+    assert not torch.equal(seen["eval"][0][0], next(iter(train.batches(len(first[2]), shuffle=False)))[0])
+
+
+@needs_data
+def test_run_lm_evaluates_on_the_validation_text(monkeypatch):
+    from seqlib import experiments, profiles
+    from seqlib.data import load_char_lm
+    from seqlib.models import count_params
+
+    seen = {}
+
+    def fake_train(model, batches, cfg, *, loss_fn, eval_batches, flops_per_token=None, **kw):
+        seen.update(eval=list(eval_batches), flops=flops_per_token)
+        return SimpleNamespace(metrics={"val_loss": 2.0})
+
+    monkeypatch.setattr(experiments, "train", fake_train)
+    run = experiments.run_lm("lstm", "char_lm", profile="smoke", progress=False)
+    train_ids, val_ids, _ = load_char_lm("tiny_shakespeare")
+    data = profiles.get("char_lm", "smoke")["data"]
+    B, T = data["batch_size"], data["seq_len"]
+    x, y = seen["eval"][0]
+    assert torch.equal(x, val_ids[: B * T].view(B, T)) and torch.equal(y, val_ids[1 : B * T + 1].view(B, T))
+    assert sum(b[0].numel() for b in seen["eval"]) == (len(val_ids) - 1) // (B * T) * B * T  # the whole text once
+    assert run.extra["bits_per_char"] == pytest.approx(2.0 / math.log(2))
+    assert seen["flops"] == 6 * count_params(run.model)

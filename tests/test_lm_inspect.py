@@ -48,6 +48,8 @@ def test_decode_vs_recompute_rows():
     df = decode_vs_recompute(_lm(), [4, 8], warmup=0, repeats=2, amp=None)
     assert list(df["prefix"]) == [4, 8]
     assert (df[["cached_ms", "recompute_ms", "speedup"]] > 0).all().all()
+    # how many times faster the cache is: recomputing over the prefix, per cached step
+    assert df["speedup"].to_numpy() == pytest.approx((df["recompute_ms"] / df["cached_ms"]).to_numpy())
 
 
 def test_plot_attention_heads_checks_shape():

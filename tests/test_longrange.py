@@ -251,3 +251,75 @@ def test_chance_floor_is_the_mean_chance_accuracy_plus_the_tie_tolerance():
     assert lr.chance_floor(opts, opts) == pytest.approx(mean_chance + lr.TIE_TOLERANCE)
     with pytest.raises(ValueError, match="no tasks"):
         lr.chance_floor([])
+
+
+def test_one_family_at_chance_does_not_make_a_learned_band_undecided():
+    rel = [("Transformer", "≈", "CNN"), ("CNN", ">", "RNN")]
+    learned = pd.Series({"Transformer": 0.95, "CNN": 0.93, "RNN": 0.04})  # the RNN sits at chance, the rest learned
+    assert lr.judge(learned, rel, floor=0.10) == lr.judge(learned, rel)
+    assert lr.judge(learned, rel, floor=0.10)[0] == "confirmed"
+    nothing = pd.Series({"Transformer": 0.08, "CNN": 0.09, "RNN": 0.04})  # every family at or below the floor
+    assert lr.judge(nothing, rel, floor=0.10)[0] == "undecided"
+    # the same through ladder(): a floor between the RNN's and the others' scores changes no verdict
+    rows = [
+        {"arch": a, "task": "t", "seq_len": L, "accuracy": acc}
+        for a, accs in {
+            "transformer": [1.0, 1.0, 0.9],
+            "cnn": [0.97, 0.3, 0.1],
+            "lstm": [0.5, 0.1, 0.1],
+            "mamba": [1, 1, 1],
+        }.items()
+        for L, acc in zip([64, 1024, 4096], accs, strict=True)
+    ]
+    fam = {
+        "RNN": ["lstm"],
+        "CNN": ["cnn"],
+        "Transformer": ["transformer"],
+        "Efficient Transformers": ["transformer"],
+        "SSM / Linear Attention": ["mamba"],
+    }
+    s = lr.family_scores(pd.DataFrame(rows), fam)
+    assert lr.ladder(s, floor=0.2) == lr.ladder(s)
+
+
+def test_a_lead_within_the_tolerance_is_a_tie_not_a_confirmation():
+    rel = [("CNN", ">", "RNN")]
+    assert lr.judge({"CNN": 0.93, "RNN": 0.90}, rel)[0] == "qualified"  # ahead by 0.03 < 0.05
+    assert lr.judge({"CNN": 0.90, "RNN": 0.93}, rel)[0] == "qualified"  # behind by 0.03: not reversed either
+    assert lr.judge({"CNN": 0.96, "RNN": 0.90}, rel)[0] == "confirmed"
+    assert lr.judge({"CNN": 0.90, "RNN": 0.96}, rel)[0] == "refuted"
+    assert lr.judge({"CNN": 0.93, "RNN": 0.90}, rel, tol=0.01)[0] == "confirmed"  # the tolerance is what decides
+
+
+def test_family_scores_take_the_best_member_then_average_over_tasks_and_lengths():
+    rows = [
+        ("lstm", "a", 64, 0.2),
+        ("gru", "a", 64, 0.6),
+        ("lstm", "a", 128, 0.4),
+        ("gru", "a", 128, 0.3),
+        ("lstm", "b", 64, 0.1),
+        ("gru", "b", 64, 0.1),
+        ("lstm", "b", 128, 0.1),
+        ("gru", "b", 128, 0.1),
+        ("lstm", "a", 1024, 0.5),
+        ("gru", "a", 1024, 0.7),
+    ]
+    df = pd.DataFrame(rows, columns=["arch", "task", "seq_len", "accuracy"])
+    s = lr.family_scores(df)  # the outline's FAMILIES: RNN = lstm, gru
+    assert list(s.columns) == ["RNN"]
+    assert s.loc["short (<512)", "RNN"] == pytest.approx((0.6 + 0.4 + 0.1 + 0.1) / 4)
+    assert s.loc["medium (512-2K)", "RNN"] == pytest.approx(0.7)
+
+
+def test_holds_up_to_stops_below_the_first_failure_of_a_noisy_curve():
+    df = pd.DataFrame(
+        {
+            "arch": ["cnn"] * 4 + ["lstm"] * 2,
+            "task": ["t"] * 6,
+            "seq_len": [1024, 64, 256, 4096, 64, 256],
+            "accuracy": [0.85, 0.9, 0.5, 0.2, 0.4, 0.95],
+        }
+    )
+    b = lr.break_lengths(df, 0.8).set_index("arch")
+    assert b.loc["cnn", "breaks_at"] == 256 and b.loc["cnn", "holds_up_to"] == 64  # 1024 passed again: not counted
+    assert b.loc["lstm", "breaks_at"] == 64 and math.isnan(b.loc["lstm", "holds_up_to"])

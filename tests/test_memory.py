@@ -99,5 +99,9 @@ def test_fit_exponents_and_verdicts():
     )
     k = fit_exponents(df, "y")
     assert k["a"] == pytest.approx(2.0) and k["b"] == pytest.approx(0.0) and k.isna()["c"]
+    # flat, then linear: the default fits the longest half of the lengths, tail=1.0 all of them
+    bent = pd.DataFrame({"arch": ["d"] * 4, "seq_len": n, "y": [512.0, 512.0, 512.0, 1024.0]})
+    assert fit_exponents(bent, "y")["d"] == pytest.approx(1.0)
+    assert fit_exponents(bent, "y", tail=1.0)["d"] < 0.5
     assert exponent_verdict(1.9, 2) == "confirmed" and exponent_verdict(1.0, 2) == "refuted"
     assert exponent_verdict(float("nan"), 1) == "not measured"

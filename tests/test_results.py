@@ -221,3 +221,35 @@ def test_default_dir(monkeypatch):
     assert results.default_dir("smoke").name == "seqlib-results-smoke"
     with pytest.raises(ValueError, match="profile"):
         results.default_dir("medium")
+
+
+def test_dependencies_name_modules_of_subpackages_and_follow_their_changes(dirs, fresh_reads, tmp_path, monkeypatch):
+    import shutil
+
+    import seqlib.data.synthetic  # noqa: F401  (a module of a subpackage, as every chapter imports)
+
+    results.record("run", {"a": 1}, profile="full")
+    rec = results.load("run", profile="full")
+    modules = rec["provenance"]["dependencies"]["modules"]
+    assert "data/synthetic.py" in modules
+    assert all((results.PACKAGE_DIR / m).is_file() for m in modules)  # each names a real file of the package
+    copy = tmp_path / "pkg"
+    shutil.copytree(results.PACKAGE_DIR, copy)
+    monkeypatch.setattr(results, "PACKAGE_DIR", copy)
+    assert not results.is_stale(rec)
+    with open(copy / "data" / "synthetic.py", "a") as f:
+        f.write("\n# changed\n")
+    assert results.is_stale(rec)  # a change to a data generator makes the result stale
+
+
+def test_staleness_follows_the_settings_of_the_profile_that_was_read(dirs, fresh_reads, monkeypatch):
+    experiments = {"char_lm": {k: dict(v) for k, v in profiles.EXPERIMENTS["char_lm"].items()}}
+    monkeypatch.setattr(profiles, "EXPERIMENTS", experiments)
+    profiles.get("char_lm", "smoke")
+    results.record("run", {"a": 1}, profile="smoke")
+    rec = results.load("run", profile="smoke")
+    assert rec["provenance"]["dependencies"]["profiles"] == [["char_lm", "smoke"]]
+    experiments["char_lm"]["full"] = {"changed": True}
+    assert not results.is_stale(rec)  # the same experiment in the profile the run did not use
+    experiments["char_lm"]["smoke"] = {**experiments["char_lm"]["smoke"], "seeds": [9]}
+    assert results.is_stale(rec)

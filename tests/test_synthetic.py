@@ -102,6 +102,7 @@ def test_layouts():
     assert (query_pos % 2 == 0).all()  # queries at even offsets of the query region
     x, y = induction_heads(100, 10, vocab_size=5)
     assert ((x == 4).sum(1) == 2).all() and (x[:, -1] == 4).all() and (y[:, :-1] == -100).all()
+    assert (y[:, -1] != 4).all()  # the answer is the token after the first trigger, never the trigger itself
 
 
 def test_associative_recall_power_law():

@@ -390,6 +390,11 @@ def test_device_helpers_pick_precision_and_peak(monkeypatch):
         ("Tesla T4", torch.float16, 65e12),
         ("Tesla T4", torch.bfloat16, None),
         ("NVIDIA L4", torch.bfloat16, 121e12),
+        ("NVIDIA L40S", torch.bfloat16, 362e12),  # not the L4's or the L40's row
+        ("NVIDIA A10G", torch.bfloat16, 70e12),  # not the A10's row
+        ("NVIDIA A10", torch.bfloat16, 125e12),
+        ("NVIDIA H100 80GB HBM3", torch.float32, 67e12),  # fp32 and no dtype: the plain fp32 peak
+        ("NVIDIA H100 80GB HBM3", None, 67e12),
         ("Some Future GPU", torch.bfloat16, None),
     ]:
         monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None, n=name: n)

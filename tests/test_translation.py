@@ -5,9 +5,10 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+import sacrebleu
 import torch
 
-from seqlib.data import train_bpe
+from seqlib.data import TranslationSplit, train_bpe
 from seqlib.models import beam_search, build_model, greedy_decode
 from seqlib.translation import bleu_chrf, cut_at_eos, translate, translation_data
 
@@ -129,3 +130,62 @@ def test_translation_data_is_what_run_translation_uses(monkeypatch):
             experiments.run_translation("transformer", profile="full", progress=False)
     finally:
         tr._load_cached.cache_clear()
+
+
+def test_chrf_weights_recall_of_the_reference():
+    short = ["ein mann", "zwei hunde", "eine frau", "kinder"]  # precise but incomplete
+    s = bleu_chrf(short, DE)
+    assert s["chrf"] == pytest.approx(sacrebleu.corpus_chrf(short, [DE]).score)
+    # chrF's beta = 2 weights recall twice as much as precision: an incomplete hypothesis scores below its mirror
+    assert s["chrf"] < bleu_chrf(DE, short)["chrf"] - 5
+
+
+def test_translate_returns_the_detokenized_greedy_output(tiny_run):
+    src_tok, tgt_tok = tiny_run.extra["src_tokenizer"], tiny_run.extra["tgt_tokenizer"]
+    out = translate(tiny_run, EN, batch_size=3)
+    for sentence, got in zip(EN, out, strict=True):
+        src = torch.tensor([src_tok.encode(sentence)])
+        ids = greedy_decode(
+            tiny_run.model,
+            src,
+            torch.ones_like(src, dtype=torch.bool),
+            bos_id=tgt_tok.bos_id,
+            eos_id=tgt_tok.eos_id,
+            max_len=8,
+        )[0].tolist()
+        assert got == tgt_tok.decode(cut_at_eos(ids, tgt_tok.eos_id)).strip()
+
+
+EN6 = [*EN, "a boy eats an apple", "the girl sings a song"]
+DE6 = [*DE, "ein junge isst einen apfel", "das mädchen singt ein lied"]
+
+
+def test_run_translation_scores_the_test_split(monkeypatch):
+    from seqlib import experiments
+    from seqlib import translation as tr
+
+    src_tok = train_bpe(EN6 * 5, 300, name="p10-en", cache=False)
+    tgt_tok = train_bpe(DE6 * 5, 300, name="p10-de", cache=False)
+
+    def split(idx):
+        ids = dict(pad_id=tgt_tok.pad_id, bos_id=tgt_tok.bos_id, eos_id=tgt_tok.eos_id)
+        return TranslationSplit(
+            [src_tok.encode(EN6[i]) for i in idx],
+            [tgt_tok.encode(DE6[i]) for i in idx],
+            [EN6[i] for i in idx],
+            [DE6[i] for i in idx],
+            **ids,
+        )
+
+    train, val, test = split([0, 1, 2, 3]), split([4, 0]), split([5, 1, 2])
+    monkeypatch.setattr(tr, "translation_data", lambda profile=None: (train, val, test, src_tok, tgt_tok))
+    monkeypatch.setattr(experiments, "train", lambda *a, **k: SimpleNamespace(metrics={}))
+    perfect = dict(zip(EN6, DE6, strict=True))
+    monkeypatch.setattr(tr, "translate", lambda run, srcs, **kw: [perfect[s] for s in srcs])  # a perfect translator
+    wrong = {**perfect, EN6[5]: "ganz falsch", EN6[4]: "ein junge isst einen apfel"}
+    run = experiments.run_translation("transformer", profile="smoke", progress=False)
+    assert run.extra["sources"] == test.src_texts and run.extra["references"] == test.tgt_texts
+    assert run.result.metrics["test_sentences"] == 3 and run.result.metrics["test_bleu"] == pytest.approx(100.0)
+    # the score follows the test references: a wrong translation of a test sentence costs BLEU
+    monkeypatch.setattr(tr, "translate", lambda run, srcs, **kw: [wrong[s] for s in srcs])
+    assert experiments.run_translation("transformer", profile="smoke", progress=False).result.metrics["test_bleu"] < 100
