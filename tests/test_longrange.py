@@ -39,6 +39,16 @@ def test_bands_and_reach():
     assert lr.reach_of(build_model("lstm", "lm", vocab_size=10, d_model=16, n_layers=2)) is None
 
 
+#: one architecture per family of the length ladder
+LADDER_FAMILIES = {
+    "RNN": ["lstm"],
+    "CNN": ["cnn"],
+    "Transformer": ["transformer"],
+    "Efficient Transformers": ["transformer"],
+    "SSM / Linear Attention": ["mamba"],
+}
+
+
 def _table():
     rows = []
     acc = {"transformer": [1.0, 1.0, 0.9], "cnn": [0.97, 0.3, 0.1], "lstm": [0.5, 0.1, 0.1], "mamba": [1, 1, 1]}
@@ -63,14 +73,7 @@ def test_family_scores_and_judge():
 
 
 def test_ladder_judges_each_rung_on_its_band_or_the_longest_measured():
-    fam = {
-        "RNN": ["lstm"],
-        "CNN": ["cnn"],
-        "Transformer": ["transformer"],
-        "Efficient Transformers": ["transformer"],
-        "SSM / Linear Attention": ["mamba"],
-    }
-    s = lr.family_scores(_table(), fam)
+    s = lr.family_scores(_table(), LADDER_FAMILIES)
     rungs = lr.ladder(s)
     assert list(rungs) == list(lr.LADDER)
     for band in ["short (<512)", "medium (512-2K)", "long (2K-8K)"]:
@@ -271,14 +274,7 @@ def test_one_family_at_chance_does_not_make_a_learned_band_undecided():
         }.items()
         for L, acc in zip([64, 1024, 4096], accs, strict=True)
     ]
-    fam = {
-        "RNN": ["lstm"],
-        "CNN": ["cnn"],
-        "Transformer": ["transformer"],
-        "Efficient Transformers": ["transformer"],
-        "SSM / Linear Attention": ["mamba"],
-    }
-    s = lr.family_scores(pd.DataFrame(rows), fam)
+    s = lr.family_scores(pd.DataFrame(rows), LADDER_FAMILIES)
     assert lr.ladder(s, floor=0.2) == lr.ladder(s)
 
 
