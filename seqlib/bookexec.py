@@ -181,7 +181,7 @@ FULL_PROFILE_GUESS_S = {
     "03_transformer.ipynb": 140.0,
     "04_complexity.ipynb": 160.0,
     "05_memory.ipynb": 100.0,
-    "06_long_range.ipynb": 235.0,
+    "06_long_range.ipynb": 240.0,
     "07_language_modeling.ipynb": 268.0,
     "08_classification.ipynb": 268.0,
     "09_translation.ipynb": 245.0,

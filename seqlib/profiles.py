@@ -217,8 +217,8 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
     # ``match_tolerance``) and an equal budget per run.
     # ``width_sweep``: accuracy against d_model for associative recall.
     # Full-profile cost on one H100 (chapter 6 notebook): 11 architectures x 3 tasks x 3 lengths = 99 runs x
-    # (1.5 s training + ~0.3 s build and evaluation) ~ 180 s, plus the width sweep 2 x 2 x 4 = 16 runs x ~1.8 s
-    # ~ 30 s: ~210 s of the notebook's 300 s. Three lengths a factor 8 apart, not four a factor 4 apart: each run
+    # (1.4 s training + ~0.3 s build and evaluation) ~ 168 s, plus the width sweep 2 x 2 x 4 = 16 runs x ~1.7 s
+    # ~ 27 s: ~195 s of the notebook's 300 s. Three lengths a factor 8 apart, not four a factor 4 apart: each run
     # gets 40% more steps, and at 4096 tokens a step of the slowest mixers is the scarce resource.
     "synthetic": {
         "smoke": {
@@ -250,7 +250,7 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
             "lengths": [64, 512, 4096],
             "model": {"d_model": 128, "n_layers": 2, "target_params": 400_000, "match_tolerance": 0.1},
             "data": {"batch_size": 32, "n_eval": 256},
-            "train": _full_train(1.5, lr=3e-3, warmup_steps=10, eval_every=None, eval_batches=8),
+            "train": _full_train(1.4, lr=3e-3, warmup_steps=10, eval_every=None, eval_batches=8),
             "width_sweep": {
                 "archs": ["transformer", "linear_attention"],
                 "task": "associative_recall",
@@ -440,17 +440,18 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
         },
     },
     # ---- chapter 6 experiments (added below this line) ----
-    # Chapter 6, the adding problem (a regression: the sum of two marked numbers, one marker in each half) at one
-    # length, Bai et al.'s T = 600 in full: one model per architecture at matched parameter counts (widths from
-    # seqlib.longrange.matched_widths on the regressor that run_synthetic trains), "train" passed to run_synthetic
-    # as its overrides (the batch size is the "synthetic" entry's). Full-profile cost on one H100: 11 runs x (1.5 s
-    # training + ~0.3 s build and evaluation) ~ 20 s, plus ~2 s to match the widths and estimate the baselines:
-    # ~22 s, which takes the chapter from ~210 s (the "synthetic" entry) to ~235 s of its 300 s.
+    # Chapter 6, the adding problem (a regression: the sum of two marked numbers, one marker in each half) at two
+    # lengths, in full a short T = 100 and Bai et al.'s T = 600: one model per (architecture, length) at matched
+    # parameter counts (widths from seqlib.longrange.matched_widths on the regressor that run_synthetic trains),
+    # "train" passed to run_synthetic as its overrides (the batch size is the "synthetic" entry's; the same budget
+    # per run). Full-profile cost on one H100: 11 x 2 = 22 runs x (1.4 s training + ~0.3 s build and evaluation)
+    # ~ 37 s, plus ~5 s to match the widths and estimate the baseline and the reach floors: ~42 s, which takes the
+    # chapter from ~195 s (the "synthetic" entry) to ~240 s of its 300 s.
     "ch6_adding": {
         "smoke": {
             "task": "adding_problem",
             "task_options": {"markers": "halves"},
-            "seq_len": 16,
+            "lengths": [16, 64],
             "model": {"n_layers": 2, "target_params": 24_000, "match_tolerance": 0.3},
             "data": {"n_eval": 32},
             "train": _smoke_train(max_steps=10, warmup_steps=2, eval_every=None, eval_batches=4),
@@ -458,10 +459,10 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
         "full": {
             "task": "adding_problem",
             "task_options": {"markers": "halves"},
-            "seq_len": 600,
+            "lengths": [100, 600],
             "model": {"n_layers": 2, "target_params": 400_000, "match_tolerance": 0.1},
             "data": {"n_eval": 256},
-            "train": _full_train(1.5, lr=3e-3, warmup_steps=10, eval_every=None, eval_batches=8),
+            "train": _full_train(1.4, lr=3e-3, warmup_steps=10, eval_every=None, eval_batches=8),
         },
     },
     # ---- chapters 7-8 experiments (added below this line) ----
@@ -565,7 +566,7 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
         },
     },
     # Chapter 10, the rest. Full budget on one H100 when chapters 6-8 have their records (the book's order): the
-    # Mamba + attention hybrid alone, on chapter 6's 3 tasks x 3 lengths x (1.5 s + ~0.3 s) ~ 16 s and on chapter
+    # Mamba + attention hybrid alone, on chapter 6's 3 tasks x 3 lengths x (1.4 s + ~0.3 s) ~ 15 s and on chapter
     # 8's two datasets x 3 seeds x (2.5 s or 1.25 s + ~1 s) ~ 20 s; language models (ch10_char) ~10 s; demonstrations
     # ~5 s: about 1 minute. Without those records the four baselines train here too, the synthetic tasks at
     # "lengths": 5 models x 3 tasks x 2 lengths x ~2 s = 60 s, classification 5 x 20 s = 100 s, language models

@@ -144,6 +144,18 @@ def test_execute_leaves_a_failing_notebook_unchanged_and_runs_the_next(tmp_path,
     assert book.notebook_status(good)["executed"] and "b.ipynb" in log.read_text()
 
 
+def test_execute_starts_no_notebook_that_reads_one_that_failed_in_the_same_call(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SEQLIB_PROFILE", "smoke")
+    bad = _notebook(tmp_path, "raise ValueError('broken cell')", outputs=False, name="a.ipynb")
+    reader = _notebook(tmp_path, "print(1)", outputs=False, name="b.ipynb")
+    other = _notebook(tmp_path, "print(2)", outputs=False, name="c.ipynb")
+    monkeypatch.setitem(book.READS, "b.ipynb", ("a.ipynb",))  # b reads what a records
+    with pytest.raises(RuntimeError, match="1 notebook\\(s\\) failed: a.ipynb"):
+        book.execute([bad, reader, other], timeout=120, log_path=tmp_path / "log.json")
+    assert [book.notebook_status(p)["executed"] for p in (bad, reader, other)] == [False, False, True]
+    assert "waiting for one of those): b.ipynb" in capsys.readouterr().out
+
+
 def test_execute_starts_nothing_that_does_not_fit_the_time_budget(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SEQLIB_PROFILE", "smoke")
     paths = [_notebook(tmp_path, "print(1)", outputs=False, name=f"{n}.ipynb") for n in "ab"]

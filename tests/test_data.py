@@ -264,6 +264,9 @@ def test_bpe_deterministic_and_cached(monkeypatch, tmp_path):
     assert other.path != fresh.path and other.vocab_size <= 300
     changed = train_bpe(TEXTS[:-1], 400, name="toy")
     assert changed.path != fresh.path  # the key covers the texts too
+    rarer = train_bpe(TEXTS, 400, name="toy", min_frequency=20)
+    assert not rarer.loaded_from_cache and rarer.path != fresh.path  # and every setting
+    assert rarer.vocab_size < fresh.vocab_size  # fewer pairs are frequent enough to merge
 
 
 # ----------------------------------------------------------------------------- batching
@@ -281,6 +284,8 @@ def test_lm_batches():
     assert all(torch.equal(a[0], b[0]) for a, b in zip(batches, again, strict=True))
     other = next(lm_batches(ids, 4, 8, seed=2))
     assert not torch.equal(other[0], batches[0][0])
+    starts = torch.cat([x[:, 0] for x, _ in lm_batches(ids, 64, 8, seed=3, num_batches=20)])
+    assert set(starts.tolist()) == set(range(100 - 8))  # every window is drawn, the first and the last included
     with pytest.raises(ValueError, match="1-D LongTensor"):
         next(lm_batches(ids.float(), 4, 8))
     with pytest.raises(ValueError, match="at least seq_len"):
@@ -469,6 +474,8 @@ def test_load_classification_trains_bpe_on_the_training_texts_only(local, monkey
     train, held_out, tok = load_classification("sst2", vocab_size=300, max_len=16, max_examples=50)
     assert len(seen) == 1 and len(seen[0]) == len(train) == 50  # no held-out text leaks into the vocabulary
     assert [truncate(ids, 16) for ids in tok.encode_batch(seen[0])] == train.tokens  # exactly the training texts
+    head, _, _ = load_classification("sst2", vocab_size=300, max_len=16, max_examples=50, truncation="head")
+    assert head.tokens == [truncate(ids, 16, "head") for ids in tok.encode_batch(seen[0])] != train.tokens
 
 
 @needs_data

@@ -28,6 +28,23 @@ def test_attention_maps_are_causal_distributions():
     assert model.training is False
 
 
+def test_attention_maps_are_those_of_the_inputs_the_mixers_see_in_the_forward():
+    model = _lm()
+    tokens = torch.randint(0, 11, (2, 7))
+    seen = {}
+    hooks = [
+        block.mixer.register_forward_pre_hook(lambda m, args, i=i: seen.__setitem__(i, args[0]))
+        for i, block in enumerate(model.backbone.blocks)
+    ]
+    with torch.no_grad():
+        model(tokens)
+    for h in hooks:
+        h.remove()
+    maps = attention_maps(model, tokens)
+    for i, block in enumerate(model.backbone.blocks):  # normalised, and after the earlier blocks
+        torch.testing.assert_close(maps[i], block.mixer.attention_map(seen[i]).detach())
+
+
 def test_attention_maps_need_attention():
     with pytest.raises(ValueError, match="no attention"):
         attention_maps(_lm("lstm"), torch.randint(0, 11, (1, 5)))

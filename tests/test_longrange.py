@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from seqlib import longrange as lr
+from seqlib.data import IGNORE_INDEX, SYNTHETIC_TASKS
 from seqlib.models import build_model, match_d_model
 
 
@@ -23,6 +24,11 @@ def test_tasks_vocab_chance_and_example():
     assert lr.chance_accuracy("selective_copying", {"vocab_size": 18}) == pytest.approx(1 / 16)
     assert lr.chance_accuracy("associative_recall") == pytest.approx(1 / 32)  # default vocab 64
     assert lr.chance_accuracy("induction_heads", {"vocab_size": 16}) == pytest.approx(1 / 15)
+    for task in ("copying", "selective_copying", "associative_recall", "induction_heads"):
+        for v in (19, 20):  # odd and even vocabularies: chance is one over the answers the generator gives
+            _, y = SYNTHETIC_TASKS[task](4000, 64, seed=0, vocab_size=v)
+            answers = y[y != IGNORE_INDEX].unique().numel()
+            assert lr.chance_accuracy(task, {"vocab_size": v}) == pytest.approx(1 / answers), (task, v)
     with pytest.raises(ValueError, match="regression"):
         lr.task_vocab("adding_problem")
     text = lr.format_example("induction_heads", 30, {"vocab_size": 16}, width=10)
@@ -209,6 +215,10 @@ def test_constant_baseline_and_adding_floor():
     # sees only the second half: the first number is always a guess (1/12), the second never
     assert lr.adding_floor(64, 32, n=50_000) == pytest.approx(1 / 12, rel=0.03)
     assert lr.adding_floor(64, 0, n=50_000) == pytest.approx(1 / 6, rel=0.03)
+    # T = 4: the first number sits at 0 or 1, the second at 2 or 3. Reach 1 sees position 3 only: the first number is
+    # always a guess, the second half the time (1/12 + 1/24); reach 3 sees 1..3: only a first number at 0 is a guess
+    assert lr.adding_floor(4, 1, n=50_000) == pytest.approx(1 / 8, rel=0.03)
+    assert lr.adding_floor(4, 3, n=50_000) == pytest.approx(1 / 24, rel=0.04)
 
 
 def test_length_sweep_of_the_adding_problem_reports_its_mse():
