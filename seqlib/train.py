@@ -480,7 +480,7 @@ class TrainResult:
     history: pd.DataFrame  # one row per log step: step, time, lr, train_loss, tokens_per_s, [grad_norm], val_*
     metrics: dict[str, float]  # last train_loss and the final evaluation
     steps: int
-    train_seconds: float  # training only (the budget's clock)
+    train_seconds: float  # training only (the budget's clock); a diverged run: up to the step it keeps
     wall_seconds: float  # this call, evaluation included
     tokens: int
     tokens_per_s: float
@@ -562,7 +562,7 @@ class Trainer:
         self.startup_seconds = 0.0
         self.lr = float("nan")  # of the last update
         self.batches_consumed, self.rows = 0, []
-        self.good = None  # on_divergence="stop": (step, tokens, weights) at the last finite log row
+        self.good = None  # on_divergence="stop": (step, tokens, train_seconds, weights) at the last finite log row
         self.diverged_at_step = None
         self._reset_interval()
 
@@ -712,7 +712,8 @@ class Trainer:
         self.rows.append(row)
         self._reset_interval()
         if stop:  # every update of the interval was finite: these weights are the run's fallback
-            self.good = (self.step, self.tokens, {k: v.detach().clone() for k, v in self.model.state_dict().items()})
+            weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.good = (self.step, self.tokens, self.train_seconds, weights)
         if self.config.max_steps:
             bar.update(self.step - bar.n)
         else:
@@ -904,10 +905,11 @@ class Trainer:
         return True
 
     def _restore_good(self) -> None:
-        """Back to the last finite log row: its weights and step; the diverged interval is dropped."""
-        step, tokens, weights = self.good
+        """Back to the last finite log row: its weights, step, tokens and seconds; the diverged interval is dropped
+        (so the run's tokens/s and MFU are those of the steps it keeps)."""
+        step, tokens, seconds, weights = self.good
         self.model.load_state_dict(weights)
-        self.diverged_at_step, self.step, self.tokens = self.step, step, tokens
+        self.diverged_at_step, self.step, self.tokens, self.train_seconds = self.step, step, tokens, seconds
         self._reset_interval()
         warnings.warn(
             f"training diverged by step {self.diverged_at_step}: the run stops with the weights of step {step}, "

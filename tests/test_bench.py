@@ -254,3 +254,74 @@ def test_linear_time_is_not_confirmed_when_any_one_architecture_grows_faster():
     assert v({"mamba": 1.0, "rwkv": 1.8, "transformer": 2.0}, ["mamba", "rwkv"]) == "not confirmed by this run"
     assert v({"mamba": 1.8, "rwkv": 1.0, "transformer": 2.0}, ["mamba", "rwkv"]) == "not confirmed by this run"
     assert v({"mamba": 1.0, "rwkv": 1.3, "transformer": 2.0}, ["mamba", "rwkv"]) == "confirmed"  # at the limit
+
+
+def scripted_clock(monkeypatch, durations_ms):
+    """``time.perf_counter`` as seen by ``fn``: each call of the returned ``fn`` takes the next of ``durations_ms``."""
+    clock, calls = [0.0], []
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
+
+    def fn():
+        clock[0] += durations_ms[len(calls)] / 1e3
+        calls.append(1)
+
+    return fn, calls
+
+
+def test_time_fn_warms_up_then_reports_the_median_of_the_timed_calls(monkeypatch):
+    # two warm-up calls (slow: first-use costs), then five timed calls, one of them an outlier
+    fn, calls = scripted_clock(monkeypatch, [500.0, 500.0, 2.0, 1.0, 3.0, 100.0, 2.0])
+    r = bench.time_fn(fn, warmup=2, repeats=5, device="cpu")
+    assert len(calls) == 7
+    assert r["median_ms"] == pytest.approx(2.0) and r["min_ms"] == pytest.approx(1.0)
+    assert r["mean_ms"] == pytest.approx(108.0 / 5)
+
+
+def test_sweep_makes_no_more_repeats_than_asked_under_a_time_limit():
+    df = bench.sweep(lambda n: lambda: None, [4], device="cpu", warmup=0, repeats=2, max_seconds=10.0, memory=False)
+    assert df["repeats"].tolist() == [2]
+
+
+def test_sweep_forgives_a_slow_first_call(monkeypatch):
+    """The first call may pay one-off costs (autotuning): it is probed again before the length is called too slow."""
+    fn, _ = scripted_clock(monkeypatch, [1000.0] + [1.0] * 20)
+    df = bench.sweep(lambda n: fn, [4], device="cpu", warmup=1, repeats=2, max_seconds=0.05, memory=False)
+    assert df["status"].tolist() == ["ok"]
+
+
+def test_fit_uses_the_longest_half_rounded_up():
+    # five lengths: the longest three (rounded up from 2.5), not two; flat then doubling
+    n, y = [1, 2, 4, 8, 16], [1.0, 1.0, 1.0, 1.0, 2.0]
+    expected = np.polyfit(np.log([4, 8, 16]), np.log([1.0, 1.0, 2.0]), 1)[0]
+    assert bench.fit_exponent(n, y) == pytest.approx(expected)
+
+
+def test_linear_time_verdict_at_the_threshold():
+    v = bench.linear_time_verdict
+    assert v({"mamba": 1.0, "transformer": 1.3}, ["mamba"]).startswith("inconclusive")  # the reference at the limit
+    assert v({"mamba": 1.4, "transformer": 2.0}, ["mamba"]) == "not confirmed by this run"
+
+
+class ModeRecorder(ToyMixer):
+    """Records whether it was called in training mode (dropout would be active)."""
+
+    def __init__(self, d_model=8):
+        super().__init__(d_model)
+        self.modes = set()
+
+    def forward(self, x):
+        self.modes.add(self.training)
+        return super().forward(x)
+
+    def step(self, x_t, state):
+        self.modes.add(self.training)
+        return super().step(x_t, state)
+
+
+@pytest.mark.parametrize("mode", bench.MODES)
+def test_bench_mixer_trains_only_in_train_mode(mode):
+    made = []
+    bench.bench_mixer(
+        lambda: made.append(ModeRecorder()) or made[-1], [4], mode=mode, device="cpu", warmup=0, repeats=1
+    )
+    assert made[0].modes == {mode == "train"}

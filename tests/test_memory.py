@@ -105,3 +105,38 @@ def test_fit_exponents_and_verdicts():
     assert fit_exponents(bent, "y", tail=1.0)["d"] < 0.5
     assert exponent_verdict(1.9, 2) == "confirmed" and exponent_verdict(1.0, 2) == "refuted"
     assert exponent_verdict(float("nan"), 1) == "not measured"
+
+
+def test_formulas_refuse_an_empty_batch():
+    for formula, args in ((kv_cache_bytes, (12, 768, 1024)), (outline_kv_bytes, (12, 12, 1024))):
+        with pytest.raises(ValueError, match="batch_size"):
+            formula(*args, batch_size=0)
+
+
+def test_per_architecture_options_override_the_shared_ones():
+    window = make_mixer("longformer", 16, window=8, n_heads=4, longformer={"window": 5})
+    assert window.window == 5 and window.n_heads == 4
+
+
+def test_a_chain_is_causal_only_when_every_layer_is():
+    causal = MIXERS["transformer"](d_model=16, n_heads=2, causal=True)
+    both = MIXERS["transformer"](d_model=16, n_heads=2, causal=False)
+    assert MixerChain([causal, causal]).causal and not MixerChain([causal, both]).causal
+
+
+def test_fit_exponents_leave_out_lengths_that_did_not_run():
+    import pandas as pd
+
+    from seqlib.memory import fit_exponents
+
+    # the state of a prefix that ran out of memory while timing is still recorded: it is not a measured point
+    df = pd.DataFrame(
+        {"arch": ["a"] * 4, "seq_len": [64, 128, 256, 512], "status": ["ok"] * 3 + ["oom"], "y": [1.0, 2.0, 4.0, 64.0]}
+    )
+    assert fit_exponents(df, "y")["a"] == pytest.approx(1.0)
+
+
+def test_exponent_verdict_default_tolerance():
+    from seqlib.memory import exponent_verdict
+
+    assert exponent_verdict(1.8, 2) == "confirmed" and exponent_verdict(1.6, 2) == "refuted"

@@ -258,3 +258,66 @@ def test_ladder_verdicts_follow_chapter_6s_rule(tmp_path):
     for band in ("long (2K-8K)", "very long (>8K)"):  # not measured
         verdict, why = verdicts[band]
         assert verdict == "qualified" and why.startswith("not measured: the longest length is 600;")
+
+
+def test_decode_state_is_read_at_the_longest_prefix_that_ran(tmp_path):
+    """A prefix that ran out of memory while timing still holds its state's size: it is not the longest that ran."""
+    decode = pd.DataFrame(
+        {
+            "arch": ["transformer"] * 3,
+            "seq_len": [16, 32, 64],
+            "status": ["ok", "ok", "oom"],
+            "state_bytes_per_seq": [4096, 8192, 16384],
+        }
+    )
+    _write(tmp_path, "ch5_decode_memory", {"state_exponent": {"transformer": 1.0}}, decode)
+    t = summary.comparison_table(summary.collect(results_dir=tmp_path))
+    assert t.loc["transformer", "decode state (KiB)"] == pytest.approx(8.0)
+
+
+def test_long_range_accuracy_is_the_mean_over_tasks(tmp_path):
+    sweep = pd.DataFrame(
+        {
+            "arch": ["lstm"] * 3,
+            "task": ["copy", "recall", "induction"],
+            "seq_len": [64] * 3,
+            "accuracy": [1.0, 0.2, 0.3],
+        }
+    )
+    _write(tmp_path, "ch6_length_sweep", {"runs": 3}, sweep)
+    t = summary.comparison_table(summary.collect(results_dir=tmp_path))
+    assert t.loc["lstm", "long-range acc"] == pytest.approx(0.5)  # not the median, 0.3
+
+
+def test_the_hybrid_row_shows_its_own_throughput_and_needs_the_same_device(tmp_path):
+    _lm(tmp_path, "ch7_char_transformer", math.log(2), 1000, 2, 7.0)
+    _lm(tmp_path, "ch10_char_hybrid", 3 * math.log(2), 1050, 2, 7.0)
+    records = summary.collect(results_dir=tmp_path)
+    records["ch10_char_hybrid"]["metrics"]["tokens_per_s"] = 250.0
+    assert summary.comparison_table(records).loc["hybrid", "LM tokens/s"] == 250.0
+    records["ch10_char_hybrid"]["provenance"]["device"] = "another GPU"
+    assert "hybrid" not in summary.comparison_table(records).index
+
+
+def test_the_hybrid_needs_a_reference_within_10_percent_of_the_target_and_the_same_seeds(tmp_path):
+    def write(name, n, seeds=(0,)):
+        cfg = {"data": {"max_len": 16}, "train": {"max_seconds": 2.0}, "seeds": list(seeds)}
+        cfg["model"] = {"n_layers": 2, "target_params": 1000}
+        metrics = {"val_accuracy": 0.8, "n_params": n}
+        results.record(name, metrics, config=cfg, seed=0, profile="smoke", results_dir=tmp_path)
+
+    write("ch8_sst2_transformer_s0", 1000)
+    write("ch10_sst2_hybrid_s0", 1000)
+    assert "hybrid" in summary.comparison_table(summary.collect(results_dir=tmp_path)).index
+    write("ch8_sst2_transformer_s0", 1200)  # the reference missed the target
+    assert "hybrid" not in summary.comparison_table(summary.collect(results_dir=tmp_path)).index
+    write("ch8_sst2_transformer_s0", 1000)
+    write("ch10_sst2_hybrid_s0", 1000, seeds=(0, 1, 2))  # another set of seeds
+    assert "hybrid" not in summary.comparison_table(summary.collect(results_dir=tmp_path)).index
+
+
+def test_a_sweep_as_long_as_the_window_is_full_attention(tmp_path):
+    sweep = pd.DataFrame({"arch": ["longformer", "longformer"], "seq_len": [32, 64], "accuracy": 0.5})
+    # the default window, 64: causal, the longest sequence fits in it
+    results.record("ch6_length_sweep", {}, config={"model": {}}, history=sweep, profile="smoke", results_dir=tmp_path)
+    assert summary.full_window_columns(summary.collect(results_dir=tmp_path)) == {"long-range acc": (64, 64)}

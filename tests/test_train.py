@@ -248,6 +248,10 @@ def test_divergence_raises_or_stops_at_the_last_finite_row(grad_clip):
     assert res.stopped_by == "diverged" and res.diverged_at_step == 15 and res.steps == 10
     assert res.summary()["diverged_at_step"] == 15
     assert res.history["step"].tolist() == [5, 10] and math.isfinite(res.metrics["val_loss"])
+    # the tokens, seconds and throughput are those of the 10 steps it keeps, not of the dropped interval
+    assert res.tokens == 10 * int(get_batch(torch.Generator())[1].numel())
+    assert res.train_seconds == res.history["time"].iloc[-1]
+    assert res.tokens_per_s == pytest.approx(res.tokens / res.train_seconds)
     # the weights the 12th step's loss saw are those after 11 updates: the run kept those after 10, all finite
     assert all(torch.isfinite(v).all() for v in model.state_dict().values())
     assert any(not torch.equal(v, seen["weights"][k]) for k, v in model.state_dict().items())
@@ -621,3 +625,97 @@ def test_validation_loss_of_a_language_model_is_per_scored_token():
     both = torch.cat([y1, y2]).flatten()
     expected = torch.nn.functional.cross_entropy(logits.repeat(2, 1, 1).flatten(0, 1), both)  # ignore_index -100
     assert m["val_loss"] == pytest.approx(expected.item(), rel=1e-5)
+
+
+def fake_clock(monkeypatch, step_seconds: float = 0.01):
+    """A clock that only moves when a batch is drawn (``step_seconds`` each): timings do not depend on the load."""
+    import seqlib.train
+
+    clock = [0.0]
+    monkeypatch.setattr(seqlib.train.time, "perf_counter", lambda: clock[0])
+
+    def slow_batch(gen):
+        clock[0] += step_seconds
+        return get_batch(gen)
+
+    return slow_batch
+
+
+def test_default_min_lr_is_a_tenth_of_the_peak():
+    c = TrainConfig(max_steps=100, lr=1.0, warmup_steps=10)
+    assert learning_rate(c, 99, 1.0, 0.1) == pytest.approx(0.1)
+
+
+def test_with_two_budgets_the_schedule_follows_the_one_that_ends_the_run(monkeypatch):
+    slow_batch = fake_clock(monkeypatch)
+    res = train(make_model(), slow_batch, config(max_steps=1000, max_seconds=0.2, warmup_steps=1))
+    assert res.stopped_by == "max_seconds" and res.steps < 30
+    assert res.history["lr"].iloc[-1] < 0.25 * 1e-2  # down to min_lr by the clock, far from the step budget
+
+
+def test_throughput_counts_each_interval_and_training_time_only(monkeypatch):
+    """Every batch, evaluation batches too, takes 10 ms: each row's tokens/s is its own interval's, and the run's
+    leaves the evaluation out."""
+    slow_batch = fake_clock(monkeypatch)
+    cfg = config(max_steps=10, log_every=2, eval_every=5, eval_batches=3)
+    res = train(make_model(), slow_batch, cfg, eval_batches=slow_batch)
+    assert res.wall_seconds > res.train_seconds + 0.05  # the evaluations took clock time
+    assert res.tokens_per_s == pytest.approx(B * T / 0.01)
+    assert res.history["tokens_per_s"].to_numpy() == pytest.approx(B * T / 0.01)
+
+
+def test_grad_norm_of_a_row_is_the_mean_over_its_interval():
+    every = train(make_model(), get_batch, config(max_steps=10)).history.set_index("step")["grad_norm"]
+    fifth = train(make_model(), get_batch, config(max_steps=10, log_every=5)).history.set_index("step")["grad_norm"]
+    assert fifth.index.tolist() == [5, 10]
+    assert fifth.loc[5] == pytest.approx(every.loc[1:5].mean(), rel=1e-5)
+    assert fifth.loc[10] == pytest.approx(every.loc[6:10].mean(), rel=1e-5)
+
+
+def test_weight_decay_applies_to_matrices_only():
+    trainer = Trainer(make_model(), get_batch, config(weight_decay=0.3))
+    decay = {p.dim() >= 2 for g in trainer.optimizer.param_groups if g["weight_decay"] == 0.3 for p in g["params"]}
+    plain = {p.dim() >= 2 for g in trainer.optimizer.param_groups if g["weight_decay"] == 0.0 for p in g["params"]}
+    assert decay == {True} and plain == {False}  # embedding and linear weights; the linear bias is not decayed
+
+
+def test_mfu_benchmark_skips_the_first_third_and_takes_the_median(monkeypatch):
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    import seqlib.train as train_module
+
+    # the first third (compilation) is slow to start; the rest's median (25) differs from its mean (40)
+    history = pd.DataFrame({"tokens_per_s": [1e6, 1e6, 10.0, 20.0, 30.0, 100.0]})
+    monkeypatch.setattr(train_module, "train", lambda *a, **k: SimpleNamespace(history=history))
+    monkeypatch.setattr(train_module, "peak_flops", lambda device, dtype: 1e6)
+    out = train_module.gpt2_mfu_benchmark(profile="smoke", compile=False)
+    assert out["tokens_per_s"] == 25
+    L, T_, d = 2, 64, 64  # the tiny configuration
+    assert out["flops_per_token"] == 6 * out["parameters"] + 12 * L * T_ * d
+    assert out["mfu"] == pytest.approx(out["flops_per_token"] * 25 / 1e6, abs=1e-4)
+
+
+def nan_gradient(at_step: int):
+    """``lm_loss`` plus, at call ``at_step``, a term that is 0 but whose gradient is nan: a finite loss."""
+    calls = [0]
+
+    def loss_fn(model, batch):
+        calls[0] += 1
+        loss, n = lm_loss(model, batch)[:2]
+        if calls[0] == at_step:
+            b = model.head.bias
+            loss = loss + torch.sqrt((b - b.detach()).abs().sum())
+        return loss, n
+
+    return loss_fn
+
+
+def test_a_gradient_that_is_not_finite_is_divergence_though_the_loss_is_finite():
+    with pytest.raises(FloatingPointError, match="gradient norm is nan at step 3"):
+        train(make_model(), get_batch, config(max_steps=10), loss_fn=nan_gradient(3))
+    model = make_model()
+    with pytest.warns(RuntimeWarning, match="diverged by step 3"):
+        res = train(model, get_batch, config(max_steps=10, on_divergence="stop"), loss_fn=nan_gradient(3))
+    assert res.steps == 2 and all(torch.isfinite(v).all() for v in model.state_dict().values())

@@ -189,3 +189,44 @@ def test_run_translation_scores_the_test_split(monkeypatch):
     # the score follows the test references: a wrong translation of a test sentence costs BLEU
     monkeypatch.setattr(tr, "translate", lambda run, srcs, **kw: [wrong[s] for s in srcs])
     assert experiments.run_translation("transformer", profile="smoke", progress=False).result.metrics["test_bleu"] < 100
+
+
+def test_translate_maps_each_output_back_to_its_source(tiny_run, monkeypatch):
+    """A decoder that writes each source's length: outputs come back in the sources' order, an empty source as
+    one <unk> token."""
+    from seqlib import translation as tr
+
+    src_tok, tgt_tok = tiny_run.extra["src_tokenizer"], tiny_run.extra["tgt_tokenizer"]
+
+    def write_length(model, src, src_mask, *, bos_id, eos_id, max_len):
+        n = src_mask.sum(1, keepdim=True) + 10  # (B, 1); ids from 10: no special tokens
+        return torch.cat([n, n, torch.full_like(n, eos_id)], 1)
+
+    monkeypatch.setattr(tr, "greedy_decode", write_length)
+    sources = ["a man", "", "two dogs play in the snow", "a woman is reading a book on a beach", "children run"]
+    lengths = [max(1, len(src_tok.encode(s))) for s in sources]
+    assert len(set(lengths)) >= 4
+    out = translate(tiny_run, sources, batch_size=2)
+    assert out == [tgt_tok.decode([n + 10, n + 10]).strip() for n in lengths]
+
+
+def test_beam_search_gets_the_length_penalty(tiny_run, monkeypatch):
+    from seqlib import translation as tr
+
+    seen = []
+
+    def fake_beam_search(model, src, src_mask, **kw):
+        seen.append(kw["length_penalty"])
+        return [[] for _ in range(src.shape[0])]
+
+    monkeypatch.setattr(tr, "beam_search", fake_beam_search)
+    translate(tiny_run, EN[:2], beam_size=3)
+    translate(tiny_run, EN[:2], beam_size=3, length_penalty=1.0)
+    assert seen == [0.6, 1.0]  # GNMT's 0.6 unless asked otherwise
+
+
+def test_bleu_brevity_penalty_is_sacrebleus():
+    short = ["ein mann reitet", "zwei hunde", "eine frau liest ein buch", "kinder laufen"]
+    s = bleu_chrf(short, DE)
+    assert s["bleu_bp"] == pytest.approx(sacrebleu.corpus_bleu(short, [DE]).bp)
+    assert s["bleu"] == pytest.approx(sacrebleu.corpus_bleu(short, [DE]).score)
