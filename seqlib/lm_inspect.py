@@ -86,24 +86,28 @@ def decode_vs_recompute(
     device = as_device(next(model.parameters()).device)
     vocab = _backbone(model).vocab_size
     gen = torch.Generator().manual_seed(seed)
+    was_training = model.training
     model.eval()
     rows = []
-    for n in prefixes:
-        tokens = torch.randint(0, vocab, (batch_size, n + 1), generator=gen).to(device)  # (B, n + 1)
-        with torch.no_grad(), _autocast(device, amp):
-            state = model.init_state(batch_size, device)
-            for t in range(n):
-                _, state = model.step(tokens[:, t], state)
+    try:
+        for n in prefixes:
+            tokens = torch.randint(0, vocab, (batch_size, n + 1), generator=gen).to(device)  # (B, n + 1)
+            with torch.no_grad(), _autocast(device, amp):
+                state = model.init_state(batch_size, device)
+                for t in range(n):
+                    _, state = model.step(tokens[:, t], state)
 
-            def cached(state=state, tokens=tokens, n=n):
-                return model.step(tokens[:, n], state)[0]
+                def cached(state=state, tokens=tokens, n=n):
+                    return model.step(tokens[:, n], state)[0]
 
-            def recompute(tokens=tokens):
-                return model(tokens)[:, -1]
+                def recompute(tokens=tokens):
+                    return model(tokens)[:, -1]
 
-            c = time_fn(cached, warmup=warmup, repeats=repeats, device=device)["median_ms"]
-            r = time_fn(recompute, warmup=warmup, repeats=repeats, device=device)["median_ms"]
-        rows.append({"prefix": n, "cached_ms": c, "recompute_ms": r, "speedup": r / c})
+                c = time_fn(cached, warmup=warmup, repeats=repeats, device=device)["median_ms"]
+                r = time_fn(recompute, warmup=warmup, repeats=repeats, device=device)["median_ms"]
+            rows.append({"prefix": n, "cached_ms": c, "recompute_ms": r, "speedup": r / c})
+    finally:
+        model.train(was_training)  # as it was
     return pd.DataFrame(rows)
 
 
@@ -117,7 +121,7 @@ def plot_attention_heads(weights: torch.Tensor, labels: Sequence[str], *, title:
     fig, axes = plt.subplots(
         nrows, ncols, figsize=(3.6 * ncols + 0.8, 3.6 * nrows + 0.4), squeeze=False, layout="constrained"
     )
-    shown = [repr(c)[1:-1] if c.isspace() else c for c in labels]
+    shown = ["\u2423" if c == " " else repr(c)[1:-1] if c.isspace() else c for c in labels]  # a space shows as ␣
     for h, ax in enumerate(axes.flat):
         if h >= n_heads:
             ax.set_visible(False)

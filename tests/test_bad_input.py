@@ -358,3 +358,19 @@ def test_a_mixer_that_cannot_stream_says_so():
         m.step(torch.randn(B, D), None)
     with pytest.raises(StreamingNotSupported, match="supports_step=False"):
         Block(m).step(torch.randn(B, D), None)
+
+
+def test_a_cached_mask_is_still_checked_for_empty_rows(mask_cache_on_cpu):
+    mask = torch.tensor([[True, False], [False, False]])  # right-padded, but the second row is empty
+    check_right_padding(mask)  # fine for a mixer: cached as right-padded
+    with pytest.raises(ValueError, match="at least one real token"):
+        check_right_padding(mask, nonempty=True)
+
+
+@pytest.mark.parametrize("arch", ["lstm", "transformer", "mamba"])
+def test_init_state_takes_the_dtype_and_device_asked_for(arch):
+    m = make(arch, dtype=torch.float32)
+    tensors = [t for t in base_module._state_tensors(m.init_state(B, device="cpu", dtype=torch.float64))]
+    assert tensors and all(t.dtype == torch.float64 for t in tensors if t.is_floating_point())
+    tensors = [t for t in base_module._state_tensors(m.init_state(B))]  # default: the parameters' dtype
+    assert all(t.dtype == torch.float32 for t in tensors if t.is_floating_point())

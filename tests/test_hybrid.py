@@ -277,3 +277,44 @@ def test_bad_inputs_raise_clear_errors():
         ConvTransformerMixer(D, causal=False).init_state(2)
     with pytest.raises(StreamingNotSupported):
         RecurrentMemoryMixer(D, causal=False).step(torch.randn(2, D), {})
+
+
+@pytest.mark.parametrize("cls", [ConvTransformer, TransformerWithRecurrence])
+def test_outline_layers_are_pre_norm_residual(cls):
+    torch.manual_seed(0)
+    layer = cls(D, 4, 3).double() if cls is ConvTransformer else cls(D, 4, memory_size=2, segment_len=3).double()
+    x = torch.randn(2, 7, D, dtype=torch.float64)
+
+    def update(x):
+        y = layer(x)
+        return (y[0] if isinstance(y, tuple) else y) - x
+
+    # LayerNorm first: scaling the input leaves the update unchanged (up to the norm's eps, made negligible)
+    layer.norm.eps = 1e-12
+    torch.testing.assert_close(update(5.0 * x), update(x), atol=1e-9, rtol=0)
+    with torch.no_grad():  # a mixer that outputs zeros leaves x as it was: the residual
+        layer.mixer.out.weight.zero_()
+        layer.mixer.out.bias.zero_()
+    y = layer(x)
+    torch.testing.assert_close(y[0] if isinstance(y, tuple) else y, x, atol=0, rtol=0)
+
+
+def test_outline_transformer_with_recurrence_without_segment_len_is_one_segment_per_call():
+    torch.manual_seed(0)
+    whole = TransformerWithRecurrence(8, 2, memory_size=2).double()  # segment_len None: the mixer's default is 64
+    torch.manual_seed(0)
+    one = TransformerWithRecurrence(8, 2, memory_size=2, segment_len=70).double()
+    one.load_state_dict(whole.state_dict())
+    x = torch.randn(1, 70, 8, dtype=torch.float64)
+    for a, b in zip(whole(x), one(x), strict=True):
+        torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
+def test_conv_transformer_centred_convolution_is_torch_same_padding():
+    # an even kernel puts the extra tap on the right, as Conv1d(padding="same") does
+    for k in (2, 4, 5):
+        mixer = make(ConvTransformerMixer, causal=False, kernel_size=k, depthwise=False)
+        x = torch.randn(2, 9, D, dtype=torch.float64)
+        expected = torch.nn.functional.conv1d(x.transpose(1, 2), mixer.conv.weight, mixer.conv.bias, padding="same")
+        torch.testing.assert_close(mixer.conv_fast(x, None), expected.transpose(1, 2), atol=ATOL, rtol=0)

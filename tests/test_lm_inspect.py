@@ -67,6 +67,9 @@ def test_decode_vs_recompute_rows():
     assert (df[["cached_ms", "recompute_ms", "speedup"]] > 0).all().all()
     # how many times faster the cache is: recomputing over the prefix, per cached step
     assert df["speedup"].to_numpy() == pytest.approx((df["recompute_ms"] / df["cached_ms"]).to_numpy())
+    model = _lm().train()
+    decode_vs_recompute(model, [2], warmup=0, repeats=1, amp=None)
+    assert model.training  # left in the mode it was in (dropout stays on in the middle of training)
 
 
 def test_plot_attention_heads_checks_shape():
@@ -83,3 +86,36 @@ def test_plot_attention_heads_wraps_more_than_two_heads():
     assert fig.get_figwidth() < 9  # two heatmaps a row, not three
     assert len({round(ax.get_position().y0, 3) for ax in heads}) == 2  # on two rows
     matplotlib.pyplot.close(fig)
+
+
+def test_attention_maps_leave_the_training_mode_as_it_was():
+    model = _lm()
+    attention_maps(model, torch.randint(0, 11, (1, 5)))
+    assert not model.backbone.training
+    model.train()
+    attention_maps(model, torch.randint(0, 11, (1, 5)))
+    assert model.backbone.training
+
+
+def test_plot_attention_heads_scale_labels_and_shape():
+    w = torch.softmax(torch.randn(4, 3, 3), dim=-1) * 0.5  # no weight near 1: the scale must still be [0, 1]
+    fig = plot_attention_heads(w, ["a", "\n", "b"])
+    axes = [ax for ax in fig.axes if ax.get_visible() and ax.get_title().startswith("head")]
+    assert all(ax.get_images()[0].get_clim() == (0.0, 1.0) for ax in axes)  # one colour scale for every head
+    assert [t.get_text() for t in axes[0].get_xticklabels()] == ["a", "\\n", "b"]  # whitespace shown escaped
+    fig = plot_attention_heads(torch.rand(1, 2, 2).softmax(-1), ["a", " "])
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["a", "\u2423"]  # a space is not a blank label
+    assert [bool(ax.get_ylabel()) for ax in axes] == [True, False, True, False]  # first column of each row
+    with pytest.raises(ValueError, match="weights must be"):
+        plot_attention_heads(torch.rand(2, 3, 4), ["a", "b", "c"])
+
+
+def test_decode_vs_recompute_uses_the_batch_size(monkeypatch):
+    import seqlib.lm_inspect as li
+
+    monkeypatch.setattr(li, "time_fn", lambda fn, **kw: fn() is None or {"median_ms": 1.0})
+    model = _lm()
+    batches = []
+    model.backbone.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
+    decode_vs_recompute(model, [2], batch_size=3)
+    assert batches == [3]

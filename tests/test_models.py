@@ -315,6 +315,18 @@ def test_beam_search_finds_the_likelier_sequence_that_greedy_misses():
     ]
 
 
+def test_beam_search_with_a_beam_wider_than_the_vocabulary():
+    bos, eos, a, c, b = 0, 1, 2, 3, 4
+    lp = torch.full((5, 5), -1e9)
+    lp[bos, a], lp[bos, b] = math.log(0.6), math.log(0.4)
+    lp[a, eos], lp[a, c] = math.log(0.45), math.log(0.55)
+    lp[c, eos] = lp[b, eos] = lp[eos, eos] = 0.0
+    model, src = NextTokenTable(lp), torch.zeros(1, 1, dtype=torch.long)
+    # 8 beams over 5 tokens: the first step has only 5 candidates, and the answer is the narrower beam's
+    wide = beam_search(model, src, None, bos_id=bos, eos_id=eos, beam_size=8, max_len=4, length_penalty=0.0)
+    assert wide == beam_search(model, src, None, bos_id=bos, eos_id=eos, beam_size=2, max_len=4, length_penalty=0.0)
+
+
 def test_build_model_rejects_bad_arguments():
     with pytest.raises(ValueError, match="unknown architecture"):
         build_model("lstmm", "lm", vocab_size=10, d_model=D, n_layers=1)
@@ -442,3 +454,101 @@ def test_outline_classes_run_with_the_outline_arguments():
     out3, memory3 = twr(x, memory)
     assert memory3.shape == memory.shape  # fixed: bounded memory
     assert not memory3.requires_grad or memory3.grad_fn is None  # fixed: detached between calls
+
+
+class PerSourceTable(torch.nn.Module):
+    """A decoder whose next-token log-probabilities depend on the source id and the previous token."""
+
+    def __init__(self, tables):
+        super().__init__()
+        self.tables = tables  # (S, V, V)
+
+    def encode(self, src, src_mask=None):
+        return src  # (B, 1): the source id is the memory
+
+    def decode(self, memory, ys, src_mask=None):
+        return self.tables[memory[:, :1], ys]  # (B, t, V)
+
+
+def test_greedy_pads_with_eos_after_a_sequence_ends():
+    bos, eos, a, c = 0, 1, 2, 3
+    tables = torch.full((2, 4, 4), -1e9)
+    tables[0, bos, eos] = tables[0, eos, a] = 0.0  # source 0 ends at once; its model would go on after EOS
+    tables[1, bos, a] = tables[1, a, c] = tables[1, c, eos] = tables[1, eos, eos] = 0.0
+    out = greedy_decode(PerSourceTable(tables), torch.tensor([[0], [1]]), None, bos_id=bos, eos_id=eos, max_len=5)
+    assert out.tolist() == [[eos, eos, eos], [a, c, eos]]
+
+
+def test_beam_search_length_penalty_counts_the_tokens_after_bos():
+    # GNMT: score = log p(y) / ((5 + |y|) / 6) ** alpha, |y| counting EOS but not BOS. With alpha = 1,
+    # [b <eos>] (log p = -1, |y| = 2) and [a c <eos>] (log p = -1.135, |y| = 3): -1 / (7/6) < -1.135 / (8/6),
+    # so the longer one wins; counting the BOS too (8/6 and 9/6) would pick the shorter one.
+    bos, eos, a, c, b, d = 0, 1, 2, 3, 4, 5
+    lp = torch.full((6, 6), -1e9)
+    lp[bos, b], lp[bos, a] = -1.0, -1.135
+    lp[bos, d] = math.log(1 - math.exp(-1.0) - math.exp(-1.135))  # third: outside a beam of two
+    lp[b, eos] = lp[a, c] = lp[c, eos] = lp[d, eos] = lp[eos, eos] = 0.0
+    model, src = NextTokenTable(lp), torch.zeros(1, 1, dtype=torch.long)
+    got = beam_search(model, src, None, bos_id=bos, eos_id=eos, beam_size=2, max_len=5, length_penalty=1.0)
+    assert got == [[a, c]]
+
+
+class LastSourceToken(torch.nn.Module):
+    """A decoder that says the last real source token, then EOS: it reads the source mask to find that token."""
+
+    def __init__(self, vocab_size, eos_id):
+        super().__init__()
+        self.vocab_size, self.eos_id = vocab_size, eos_id
+
+    def encode(self, src, src_mask=None):
+        return src[..., None].double()  # (B, S, 1)
+
+    def decode(self, memory, ys, src_mask=None):
+        K, t = ys.shape
+        n = torch.full((K,), memory.shape[1]) if src_mask is None else src_mask.sum(1)
+        nxt = memory[torch.arange(K), n - 1, 0].long() if t == 1 else torch.full((K,), self.eos_id)
+        return 10.0 * torch.nn.functional.one_hot(nxt, self.vocab_size)[:, None].expand(K, t, -1).double()
+
+
+def test_beam_search_reads_the_source_mask():
+    model = LastSourceToken(9, eos_id=2)
+    src = torch.tensor([[3, 4, 5, 6], [7, 8, 0, 0]])
+    mask = torch.tensor([[True] * 4, [True, True, False, False]])
+    assert beam_search(model, src, mask, bos_id=1, eos_id=2, beam_size=3, max_len=5) == [[6], [8]]
+    assert greedy_decode(model, src, mask, bos_id=1, eos_id=2, max_len=5).tolist() == [[6, 2], [8, 2]]
+
+
+def test_sinusoidal_positions_follow_vaswani():
+    from seqlib.models.blocks import sinusoidal_positions
+
+    pe = sinusoidal_positions(5, 6)
+    for p in range(5):
+        for i in range(3):
+            angle = p / 10000 ** (2 * i / 6)
+            assert pe[p, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-12)
+            assert pe[p, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-12)
+
+
+def _fixed_logits_lm(logits):
+    """A language model whose next-token logits are always ``logits`` (V,), whatever came before."""
+    lm = build_model("gru", "lm", vocab_size=len(logits), d_model=D, n_layers=1).eval()
+    lm.step = lambda token_t, state: (logits.expand(token_t.shape[0], -1), state)
+    return lm
+
+
+def test_generate_top_k_keeps_the_k_likeliest_tokens():
+    lm = _fixed_logits_lm(torch.tensor([2.0, 1.9, 1.8, 0.0, -1.0]))
+    out = lm.generate(torch.zeros(64, 1, dtype=torch.long), 4, top_k=2, generator=torch.Generator().manual_seed(0))
+    assert set(out[:, 1:].unique().tolist()) == {0, 1}
+
+
+def test_generate_low_temperature_is_greedy():
+    lm = _fixed_logits_lm(torch.tensor([0.0, 0.5, 0.0, 0.0, 0.0]))
+    out = lm.generate(
+        torch.zeros(32, 1, dtype=torch.long), 4, temperature=1e-3, generator=torch.Generator().manual_seed(0)
+    )
+    assert (out[:, 1:] == 1).all()
+    hot = lm.generate(
+        torch.zeros(32, 1, dtype=torch.long), 4, temperature=100.0, generator=torch.Generator().manual_seed(0)
+    )
+    assert len(hot[:, 1:].unique()) == 5  # nearly uniform

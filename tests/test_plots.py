@@ -247,3 +247,80 @@ def test_scaling_and_logy_use_plain_ticks():
     assert isinstance(ax.xaxis.get_minor_formatter(), plots.PlainLogFormatter)
     ax = plots.plot_loss_curves({"lstm": _history()}, logy=True).axes[0]
     assert isinstance(ax.yaxis.get_major_formatter(), plots.PlainLogFormatter)
+
+
+def test_one_colour_per_family_and_the_book_labels():
+    families = [
+        ("lstm", "gru"),
+        ("cnn", "kim_cnn"),
+        ("transformer", "longformer", "transformer_naive"),
+        ("conv_transformer", "recurrent_transformer", "hybrid"),
+        ("linear_attention", "rwkv"),
+        ("s4",),
+        ("mamba",),
+    ]
+    colours = [{plots.arch_color(a) for a in family} for family in families]
+    assert all(len(c) == 1 for c in colours) and len(set().union(*colours)) == len(families)
+    assert plots.arch_label("s4") == "S4D" and plots.arch_label("conv_transformer") == "Conv + Transformer"
+
+
+def test_power_ticks_far_from_one():
+    assert plots._power_text(2e-7) == r"$\mathdefault{2\times10^{-7}}$"
+    assert (
+        plots._power_text(1e-6) == r"$\mathdefault{10^{-6}}$" and plots._power_text(2**20) == r"$\mathdefault{2^{20}}$"
+    )
+
+
+def test_many_lines_put_the_legend_outside_and_widen_the_figure():
+    hist = {f"variant {i}": _history(scale=1 + i / 10) for i in range(6)}
+    fig = plots.plot_loss_curves(hist)
+    assert fig.get_figwidth() > plt.rcParams["figure.figsize"][0]
+    assert fig.axes[0].get_legend().get_bbox_to_anchor().x0 > fig.axes[0].get_window_extent().x1
+
+
+def test_plot_loss_curves_time_axis_and_train_colour():
+    fig = plots.plot_loss_curves({"lstm": _history()}, x="time", show_train=True)
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "training time (s)"
+    assert all(line.get_color() == plots.arch_color("lstm") for line in ax.get_lines())
+
+
+def _scaling_df(arch, ms, n=(256, 512, 1024, 2048), **cols):
+    return pd.DataFrame({"arch": arch, "seq_len": list(n), "median_ms": ms, "status": "ok", **cols})
+
+
+def test_plot_scaling_labels_and_status():
+    df = _scaling_df("lstm", [1.0, 2.0, 4.0, 8.0])
+    df.loc[3, ["status", "median_ms"]] = ["timeout", 100.0]  # a row with a number but not "ok": left out
+    ax = plots.plot_scaling(df).axes[0]
+    assert len(ax.get_lines()[-1].get_xdata()) == 3
+    assert ax.get_xlabel() == "sequence length" and ax.get_ylabel() == "time (ms)"
+    flat = _scaling_df("lstm", [1.0, 0.9995, 0.999, 0.9985], peak_mem_bytes=[1e6, 2e6, 4e6, 8e6])
+    ax = plots.plot_scaling(flat).axes[0]
+    assert ax.get_legend().get_texts()[0].get_text() == "LSTM (slope 0.00)"  # not "-0.00"
+    ax = plots.plot_scaling(flat, y="peak_mem_bytes").axes[0]
+    assert ax.get_ylabel() == "peak memory (bytes)"
+
+
+def test_fit_labels():
+    assert plots._fit_label(0.5) == "power law fitted to the longest half"
+    assert plots._fit_label(0.25) == "power law fitted to the longest 25%"
+    assert plots._fit_label(1.0) == "power law fitted to all lengths"
+
+
+def test_plot_accuracy_vs_length_chance_per_panel_ylim_and_order():
+    df = pd.DataFrame(
+        {
+            "task": ["a"] * 3 + ["b"] * 3,
+            "arch": "lstm",
+            "seq_len": [1024, 64, 256] * 2,  # unsorted: the line still runs left to right
+            "accuracy": [0.2, 0.9, 0.5, 0.3, 0.8, 0.6],
+        }
+    )
+    fig = plots.plot_accuracy_vs_length(df, col="task", chance={"a": 0.5, "b": 0.25})
+    for ax, level in zip(fig.axes, (0.5, 0.25), strict=True):
+        data, chance = ax.get_lines()
+        assert list(data.get_xdata()) == [64, 256, 1024]
+        assert list(chance.get_ydata()) == [level, level]
+    loss = df.assign(accuracy=df.accuracy * 3)  # not accuracies (some above 1): matplotlib's own limits
+    assert plots.plot_accuracy_vs_length(loss, col="task").axes[0].get_ylim() != (-0.02, 1.02)

@@ -24,3 +24,21 @@ def test_fast_vs_step_columns():
     assert {"arch", "fast_ms", "step_ms", "ratio"} <= set(df.columns)
     assert (df["ratio"] > 0).all()
     assert df["ratio"].to_numpy() == pytest.approx((df["step_ms"] / df["fast_ms"]).to_numpy())  # how many times faster
+
+
+def test_fast_vs_step_uses_the_batch_size_and_the_step_repeats(monkeypatch):
+    import seqlib.recurrence as rec
+
+    calls = []
+
+    def fake_time_fn(fn, *, warmup, repeats, device):
+        calls.append(repeats)
+        fn()
+        return {"median_ms": 1.0}
+
+    monkeypatch.setattr(rec, "time_fn", fake_time_fn)
+    mixer = MIXERS["rwkv"](d_model=8)
+    shapes = []
+    mixer.register_forward_pre_hook(lambda module, args: shapes.append(tuple(args[0].shape)))
+    fast_vs_step(lambda: mixer, [5], batch_size=3, repeats=4, step_repeats=2)
+    assert shapes == [(3, 5, 8)] and calls == [4, 2]

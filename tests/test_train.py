@@ -719,3 +719,15 @@ def test_a_gradient_that_is_not_finite_is_divergence_though_the_loss_is_finite()
     with pytest.warns(RuntimeWarning, match="diverged by step 3"):
         res = train(model, get_batch, config(max_steps=10, on_divergence="stop"), loss_fn=nan_gradient(3))
     assert res.steps == 2 and all(torch.isfinite(v).all() for v in model.state_dict().values())
+
+
+def test_autocast_only_on_cuda_and_cpu_name_from_cpuinfo(monkeypatch):
+    import io
+
+    from seqlib import device as dev
+
+    assert dev.autocast_dtype("mps") is None and not dev.needs_grad_scaler("mps")  # no fp16 autocast off CUDA
+    cpuinfo = "processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t: fpu\n"
+    monkeypatch.setattr(dev, "open", lambda *a, **k: io.StringIO(cpuinfo), raising=False)
+    monkeypatch.setattr(dev.os, "cpu_count", lambda: 2)
+    assert dev.device_name("cpu") == "cpu (AMD EPYC 7B13, 2 cores)"

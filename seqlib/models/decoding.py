@@ -59,7 +59,7 @@ def beam_search(
             mm = None if m is None else m.expand(len(beams), -1)
             logp = F.log_softmax(model.decode(mem, ys, mm)[:, -1].float(), dim=-1)  # (K, V)
             scores = torch.tensor([sc for _, sc in beams], device=src.device)[:, None] + logp
-            top = torch.topk(scores.flatten(), beam_size)
+            top = torch.topk(scores.flatten(), min(beam_size, scores.numel()))  # a vocabulary smaller than the beam
             beams = []
             for score, idx in zip(top.values.tolist(), top.indices.tolist(), strict=True):
                 k, tok = divmod(idx, logp.shape[1])
