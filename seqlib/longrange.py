@@ -451,6 +451,9 @@ def judge(
     and the claim cannot be decided: *undecided*.
     """
     scores = {k: float(v) for k, v in dict(scores).items() if not math.isnan(float(v))}
+    needed = {f for a, _, b in relations for f in (a, b) if f is not None}
+    if missing := sorted(needed - set(scores)):  # every run of the family failed (out of memory, diverged)
+        return "undecided", f"no result for {', '.join(missing)} (out of memory or diverged)"
     if floor is not None and max(scores.values()) <= floor:
         return "undecided", f"no family above {floor:.2f} (chance + tolerance): nothing was learned"
     status, reasons = [], []
@@ -492,19 +495,30 @@ def ladder(
 
 
 def break_lengths(df: pd.DataFrame, threshold: float) -> pd.DataFrame:
-    """Per (task, arch): the shortest length whose accuracy is below ``threshold`` (NaN: it never broke), and
-    the longest length it passed below that."""
+    """Per (task, arch): ``breaks_at``, the shortest length whose accuracy is below ``threshold`` (NaN: it never
+    broke); ``holds_up_to``, the longest length it passed below that and below any length without a result;
+    ``above_again``, the longest length it passed beyond ``breaks_at`` (NaN: none); ``no_result_from``, the
+    shortest length without an accuracy (a run that ran out of memory or diverged; NaN: none)."""
+
+    def first(lengths):
+        return int(lengths.min()) if len(lengths) else math.nan
+
+    def last(lengths):
+        return int(lengths.max()) if len(lengths) else math.nan
+
     rows = []
     for (task, arch), g in df.sort_values("seq_len").groupby(["task", "arch"], sort=False):
-        failed = g[g["accuracy"] < threshold]["seq_len"]
-        first_fail = int(failed.min()) if len(failed) else math.nan
-        passed = g[(g["accuracy"] >= threshold) & ~(g["seq_len"] >= first_fail)]["seq_len"]
+        passed = g[g["accuracy"] >= threshold]["seq_len"]
+        first_fail = first(g[g["accuracy"] < threshold]["seq_len"])
+        no_result = first(g[g["accuracy"].isna()]["seq_len"])
         rows.append(
             {
                 "task": task,
                 "arch": arch,
                 "breaks_at": first_fail,
-                "holds_up_to": int(passed.max()) if len(passed) else math.nan,
+                "holds_up_to": last(passed[~(passed >= first_fail) & ~(passed >= no_result)]),
+                "above_again": last(passed[passed > first_fail]),
+                "no_result_from": no_result,
             }
         )
     return pd.DataFrame(rows)

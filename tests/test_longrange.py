@@ -76,6 +76,12 @@ def test_family_scores_and_judge():
     assert lr.judge(s.loc["long (2K-8K)"], [("CNN", "best", None)])[0] == "refuted"
     verdict, why = lr.judge(short, [("RNN", ">", "CNN")], floor=1.0)
     assert verdict == "undecided" and "nothing was learned" in why
+    failed = short.copy()
+    failed["RNN"] = math.nan  # every RNN run of the band ran out of memory or diverged
+    verdict, why = lr.judge(failed, [("CNN", ">", "RNN")])
+    assert verdict == "undecided" and why == "no result for RNN (out of memory or diverged)"
+    assert lr.judge(failed.drop("RNN"), [("CNN", ">", "RNN")])[0] == "undecided"
+    assert lr.judge(failed, [("Transformer", "≈", "CNN")])[0] == "confirmed"  # a claim that needs no RNN
 
 
 def test_ladder_judges_each_rung_on_its_band_or_the_longest_measured():
@@ -98,6 +104,22 @@ def test_break_lengths_and_min_width():
     assert b.loc["cnn", "breaks_at"] == 1024 and b.loc["cnn", "holds_up_to"] == 64
     assert math.isnan(b.loc["mamba", "breaks_at"]) and b.loc["mamba", "holds_up_to"] == 4096
     assert math.isnan(b.loc["lstm", "holds_up_to"])
+    assert b["above_again"].isna().all() and b["no_result_from"].isna().all()
+    t = pd.DataFrame(
+        {
+            "arch": ["up_down"] * 3 + ["oom_late"] * 3 + ["failed"] * 3,
+            "task": "t",
+            "seq_len": [64, 512, 4096] * 3,
+            "accuracy": [0.4, 0.9, 0.3, 0.9, 0.95, math.nan, math.nan, math.nan, math.nan],
+        }
+    )
+    b = lr.break_lengths(t, 0.8).set_index("arch")
+    assert b.loc["up_down", "breaks_at"] == 64 and b.loc["up_down", "above_again"] == 512  # passed after failing
+    assert math.isnan(b.loc["up_down", "holds_up_to"])
+    # out of memory at the longest length is not "it never broke": it has no result there
+    assert math.isnan(b.loc["oom_late", "breaks_at"]) and b.loc["oom_late", "holds_up_to"] == 512
+    assert b.loc["oom_late", "no_result_from"] == 4096
+    assert b.loc["failed", "no_result_from"] == 64 and math.isnan(b.loc["failed", "holds_up_to"])
     w = pd.DataFrame(
         {"arch": ["a"] * 4, "seq_len": [64, 64, 256, 256], "d_model": [16, 32, 16, 32], "accuracy": [0.95, 1, 0.2, 0.5]}
     )
