@@ -130,17 +130,18 @@ def test_staleness_follows_the_modules_imported(dirs, fresh_reads, tmp_path, mon
     assert results.is_stale(rec)
 
 
-def test_staleness_follows_the_experiment_settings_read(dirs, fresh_reads, monkeypatch):
+@pytest.mark.parametrize("profile, other", [("full", "smoke"), ("smoke", "full")])
+def test_staleness_follows_the_experiment_settings_read(dirs, fresh_reads, monkeypatch, profile, other):
     experiments = {name: dict(profiles.EXPERIMENTS[name]) for name in ("char_lm", "word_lm")}
     monkeypatch.setattr(profiles, "EXPERIMENTS", experiments)
-    profiles.get("char_lm", "full")
-    results.record("run", {"a": 1}, profile="full")
-    rec = results.load("run", profile="full")
-    assert rec["provenance"]["dependencies"]["profiles"] == [["char_lm", "full"]]
-    experiments["word_lm"]["full"] = {"changed": True}
-    experiments["char_lm"]["smoke"] = {"changed": True}
-    assert not results.is_stale(rec)  # another experiment, or the same one in another profile
-    experiments["char_lm"]["full"] = {**experiments["char_lm"]["full"], "seeds": [9]}
+    profiles.get("char_lm", profile)
+    results.record("run", {"a": 1}, profile=profile)
+    rec = results.load("run", profile=profile)
+    assert rec["provenance"]["dependencies"]["profiles"] == [["char_lm", profile]]
+    experiments["word_lm"][profile] = {"changed": True}
+    experiments["char_lm"][other] = {"changed": True}
+    assert not results.is_stale(rec)  # another experiment, or the same one in the profile the run did not use
+    experiments["char_lm"][profile] = {**experiments["char_lm"][profile], "seeds": [9]}
     assert results.is_stale(rec)
 
 
@@ -240,16 +241,3 @@ def test_dependencies_name_modules_of_subpackages_and_follow_their_changes(dirs,
     with open(copy / "data" / "synthetic.py", "a") as f:
         f.write("\n# changed\n")
     assert results.is_stale(rec)  # a change to a data generator makes the result stale
-
-
-def test_staleness_follows_the_settings_of_the_profile_that_was_read(dirs, fresh_reads, monkeypatch):
-    experiments = {"char_lm": {k: dict(v) for k, v in profiles.EXPERIMENTS["char_lm"].items()}}
-    monkeypatch.setattr(profiles, "EXPERIMENTS", experiments)
-    profiles.get("char_lm", "smoke")
-    results.record("run", {"a": 1}, profile="smoke")
-    rec = results.load("run", profile="smoke")
-    assert rec["provenance"]["dependencies"]["profiles"] == [["char_lm", "smoke"]]
-    experiments["char_lm"]["full"] = {"changed": True}
-    assert not results.is_stale(rec)  # the same experiment in the profile the run did not use
-    experiments["char_lm"]["smoke"] = {**experiments["char_lm"]["smoke"], "seeds": [9]}
-    assert results.is_stale(rec)
