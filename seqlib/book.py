@@ -1,4 +1,5 @@
-"""What the book's notebooks import: ``setup()`` (their first cell) and ``glue()`` (values for the prose).
+"""What the book's notebooks import: ``setup()`` (their first cell), ``glue()`` (values for the prose) and
+``and_join()`` (a list as prose).
 
 The command line that executes and checks the notebooks is here too, implemented in ``seqlib.bookexec`` (which no
 notebook imports, so that a change to it leaves every notebook fresh)::
@@ -67,6 +68,14 @@ def glue(name: str, value, display: bool = False):
         return value
     _glue(name, value, display=display)
     return value
+
+
+def and_join(items, last: str = "and") -> str:
+    """Items as prose: ``a``; ``a and b``; ``a, b and c`` (``last`` in place of "and", e.g. "or")."""
+    items = [str(i) for i in items]
+    if not items:
+        raise ValueError("nothing to join")
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} {last} {items[-1]}"
 
 
 def _version() -> str:

@@ -407,3 +407,11 @@ def test_the_time_budget_uses_the_time_logged_under_the_notebooks_path(tmp_path,
     # its measured 1 s fits the 60 s budget (the 180 s limit, the guess without a measurement, would not)
     assert len(book.execute([path], timeout=120, log_path=log, time_budget=60)) == 1
     assert list(json.loads(log.read_text())) == ["notebooks/a.ipynb"]
+
+
+def test_and_join_writes_a_list_as_prose():
+    assert book.and_join(["a"]) == "a"
+    assert book.and_join([16, 64]) == "16 and 64"
+    assert book.and_join("abc", "or") == "a, b or c"
+    with pytest.raises(ValueError, match="nothing to join"):
+        book.and_join([])
