@@ -19,6 +19,9 @@ D, N = 32, 64
         ("cnn", {}),
         ("cnn", {"causal": False}),  # centred kernels: the same products
         ("transformer", {"impl": "reference", "causal": False}),  # the reference computes all n x n scores
+        ("cnn", {"kernel_size": 5}),
+        ("linear_attention", {}),  # the chunked form: projections, the masked block in each chunk, the state
+        ("linear_attention", {"chunk_size": 16}),
         ("linear_attention", {"causal": False}),  # the global sums
         # the reference writes out the scores over the memory slots and the whole segment, as the fast path's mask does
         ("recurrent_transformer", {"impl": "reference", "segment_len": 16, "memory_size": 4}),
