@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import pytest
@@ -113,6 +114,49 @@ def test_rope_is_relative_and_norm_preserving():
         apply_rope(torch.randn(5, 7), torch.arange(5))
 
 
+def rope_by_hand(x: torch.Tensor, positions: list[int], base: float) -> torch.Tensor:
+    """The module docstring's rotation, one channel pair at a time: (c, c + d/2) turns by pos * base^(-2c/d)."""
+    d = x.shape[-1]
+    out = torch.empty_like(x)
+    for t, pos in enumerate(positions):
+        for c in range(d // 2):
+            angle = pos * base ** (-2 * c / d)
+            x1, x2 = x[t, c].item(), x[t, c + d // 2].item()
+            out[t, c] = x1 * math.cos(angle) - x2 * math.sin(angle)
+            out[t, c + d // 2] = x1 * math.sin(angle) + x2 * math.cos(angle)
+    return out
+
+
+def test_rope_turns_each_channel_pair_by_its_documented_angle():
+    torch.manual_seed(0)
+    x = torch.randn(4, 8, dtype=torch.float64)
+    positions = [0, 1, 5, 300]
+    torch.testing.assert_close(apply_rope(x, torch.tensor(positions)), rope_by_hand(x, positions, 10000.0))
+    torch.testing.assert_close(apply_rope(x, torch.tensor(positions), 100.0), rope_by_hand(x, positions, 100.0))
+
+
+def test_rope_angles_stay_exact_for_bf16_inputs():
+    """bf16 activations (autocast) are rotated by float32 angles: bf16 cannot even hold the position 1001."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 8, dtype=torch.float64)
+    positions = torch.tensor([5, 777, 1001])
+    got = apply_rope(x.to(torch.bfloat16), positions)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.double(), apply_rope(x, positions), atol=0.03, rtol=0.02)
+
+
+@pytest.mark.parametrize("cls, kw", MIXERS[:1] + MIXERS[2:3])
+def test_mixer_rotates_queries_and_keys_so_scores_depend_on_the_offset(cls, kw):
+    """Shifting every position by the same amount leaves every score q_i . k_j unchanged; values are not rotated."""
+    mixer = make(cls, **kw)
+    x = torch.randn(2, 6, D, dtype=torch.float64)
+    q0, k0, v0 = mixer.project(x, torch.arange(6))
+    q5, k5, v5 = mixer.project(x, torch.arange(6) + 5)
+    torch.testing.assert_close(q0 @ k0.transpose(-2, -1), q5 @ k5.transpose(-2, -1), atol=ATOL, rtol=0)
+    torch.testing.assert_close(v0, v5, atol=0, rtol=0)
+    assert not torch.allclose(q0, q5) and not torch.allclose(k0, k5)
+
+
 # ---------------------------------------------------------------- mixers
 @pytest.mark.parametrize("cls, kw", MIXERS)
 @pytest.mark.parametrize("causal", [True, False])
@@ -176,8 +220,9 @@ def test_attention_map():
     assert (wb[..., ~band_mask(9, 2, causal=False)] == 0).all() and (wb[..., band_mask(9, 2, False)] > 0).all()
 
 
-def test_dropout_only_in_training():
-    mixer = make(AttentionMixer, dropout=0.5)
+@pytest.mark.parametrize("impl", ["fast", "reference"])
+def test_dropout_only_in_training(impl):
+    mixer = make(AttentionMixer, impl=impl, dropout=0.5)
     x = torch.randn(2, 8, D, dtype=torch.float64)
     assert not torch.allclose(mixer(x), mixer(x))
     mixer.eval()
@@ -264,6 +309,24 @@ def test_sliding_window_fast_path_is_linear_in_length(causal):
     assert largest_intermediate(mixer, torch.randn(1, 256, D, requires_grad=True)) >= 256 * 256 * H
 
 
+@pytest.mark.parametrize("kw", [{"rope": False}, {"rope_base": 100.0}, {"n_heads": 2}])
+@pytest.mark.parametrize("causal", [True, False])
+def test_sliding_window_wider_than_the_sequence_is_full_attention(kw, causal):
+    """With window >= T the band covers everything: the same mixer as AttentionMixer, options included."""
+    x = torch.randn(2, 7, D, dtype=torch.float64)
+    mask = padded_mask(2, 7, [7, 4])
+    full = make(AttentionMixer, causal, **kw)
+    for impl in ("fast", "reference"):
+        local = make(SlidingWindowMixer, causal, impl=impl, window=7, **kw)
+        torch.testing.assert_close(local(x, mask), full(x, mask), atol=ATOL, rtol=0)
+
+
+def test_sliding_window_default_is_64_tokens():
+    x = torch.randn(1, 70, D, dtype=torch.float64)
+    w = make(SlidingWindowMixer).attention_map(x)
+    assert torch.equal(w[0, 0] > 0, band_mask(70, 64, causal=True))
+
+
 def test_sliding_window_cache_is_bounded():
     mixer = make(SlidingWindowMixer, window=5)
     _, state = run_steps(mixer, torch.randn(2, 23, D, dtype=torch.float64))
@@ -315,8 +378,12 @@ def test_bad_inputs_raise_clear_errors():
         SlidingWindowMixer(D, window=0)
     with pytest.raises(TypeError):
         AttentionMixer(D, heads=4)  # unknown option
-    with pytest.raises(ValueError, match="dropout"):
-        AttentionMixer(D, dropout=1.5)
+    for dropout in (1.5, 1.0, -0.1):
+        with pytest.raises(ValueError, match="dropout"):
+            AttentionMixer(D, dropout=dropout)
+    for base in (0, -10000.0):
+        with pytest.raises(ValueError, match="rope_base"):
+            AttentionMixer(D, rope_base=base)
     mixer = AttentionMixer(D)
     with pytest.raises(ValueError, match="rank"):
         mixer(torch.randn(10, D))

@@ -225,6 +225,7 @@ def test_model_step_state_errors():
     [
         ({"target_params": 0}, "target_params must be a positive"),
         ({"target_params": -5}, "target_params must be a positive"),
+        ({"target_params": float("inf")}, "target_params must be finite"),
         ({"multiple": 0}, "multiple must be a positive int"),
         ({"multiple": True}, "multiple must be a positive int"),
         ({"tolerance": -1}, "tolerance must be a non-negative"),

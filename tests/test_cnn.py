@@ -48,6 +48,31 @@ def test_reference_equals_fast(causal, with_mask, kernel_size, layer_idx):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
 
 
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("kernel_size,dilation", [(3, 2), (2, 1), (4, 1), (2, 3)])  # even and odd spans
+def test_mixer_follows_the_documented_equation(causal, kernel_size, dilation):
+    """``u_t = b + sum_j W_j x_{t + j d - left}`` (zeros outside the sequence), ``left = (k-1) d`` when causal and
+    ``(k-1) d // 2`` when centred, then ``y_t = W_out (a_t * sigmoid(g_t))`` with ``(a_t, g_t)`` the halves of u_t."""
+    mixer = make(causal, kernel_size=kernel_size, dilation=dilation)
+    T = 7
+    x = torch.randn(2, T, D, dtype=torch.float64)
+    span = (kernel_size - 1) * dilation
+    left = span if causal else span // 2
+    W, b = mixer.conv.weight, mixer.conv.bias  # (2D, D, k), (2D,)
+    with torch.no_grad():
+        expected = torch.empty(2, T, D, dtype=torch.float64)
+        for t in range(T):
+            u = b.expand(2, 2 * D)
+            for j in range(kernel_size):
+                s = t + j * dilation - left
+                if 0 <= s < T:
+                    u = u + x[:, s] @ W[:, :, j].T
+            expected[:, t] = mixer.out_proj(u[:, :D] * torch.sigmoid(u[:, D:]))
+        for impl in ("fast", "reference"):
+            mixer.impl = impl
+            torch.testing.assert_close(mixer(x), expected, atol=1e-12, rtol=0)
+
+
 def test_dilation_schedule():
     assert [CNNMixer(4, layer_idx=i).dilation for i in range(10)] == [1, 2, 4, 8, 16, 32, 64, 128, 1, 2]
     assert [CNNMixer(4, layer_idx=i, dilation_cycle=3).dilation for i in range(4)] == [1, 2, 4, 1]
@@ -117,6 +142,7 @@ def test_receptive_field_equals_gradient_reach(causal, kernel_size, n_layers, cy
         for i in range(n_layers)
     ]
     rf = receptive_field(kernel_size, [m.dilation for m in stack])
+    assert 1 + sum(m.receptive_field - 1 for m in stack) == rf  # each layer's own reach adds up
     T = rf + 6
     x = torch.randn(1, T, D, dtype=torch.float64, requires_grad=True)
     y = x
@@ -136,6 +162,8 @@ def test_cnn_mixer_errors():
         CNNMixer(D, kernel_size=0)
     with pytest.raises(ValueError, match="dilation"):
         CNNMixer(D, dilation=0)
+    with pytest.raises(ValueError, match="dilation_cycle"):
+        CNNMixer(D, dilation_cycle=0)
     with pytest.raises(TypeError):
         CNNMixer(D, bogus=1)
     m = make()

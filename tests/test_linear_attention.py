@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from seqlib.models.base import StreamingNotSupported
 from seqlib.models.linear_attention import (
@@ -63,6 +65,30 @@ def test_three_forms_agree(causal):
             torch.testing.assert_close(linear_attention_chunked(q, k, v, chunk_size=chunk), quad, **TOL)
 
 
+def elu_plus_one(t):
+    return torch.where(t > 0, t + 1, t.exp())  # elu(t) + 1, written out
+
+
+def relu(t):
+    return t.clamp(min=0)
+
+
+@pytest.mark.parametrize("options, phi", [({}, elu_plus_one), ({"feature_map": "relu"}, relu)])
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("impl", ["fast", "reference"])
+def test_mixer_follows_the_module_formula(options, phi, causal, impl):
+    """y_t = W_o concat_h phi(q_t).S / (phi(q_t).z + 1e-6), the sums over i <= t (causal) or all i: the default
+    feature map (elu + 1), the relu one, and the default eps, written out with einsum."""
+    m = make(causal, impl=impl, **options)
+    x, _ = inputs(T=6)
+    q, k, v = m.qkv(x).view(2, 6, 3, 4, D // 4).unbind(2)  # (B, T, H, d_head) each
+    scores = torch.einsum("bthd,bshd->bhts", phi(q), phi(k))  # phi(q_t) . phi(k_s)
+    if causal:
+        scores = scores.tril()
+    y = torch.einsum("bhts,bshd->bthd", scores, v) / (scores.sum(-1).transpose(1, 2)[..., None] + 1e-6)
+    torch.testing.assert_close(m(x), m.out(y.reshape(2, 6, D)), atol=1e-12, rtol=1e-10)
+
+
 def test_impl_option_dispatches():
     x, _ = inputs()
     fast, ref = make(impl="fast"), make(impl="reference")
@@ -106,6 +132,60 @@ def test_bidirectional_ignores_padding(impl):
     assert (y[1, 0] - m(x[1:, :1])[0, 0]).abs().max() > 1e-3  # and it sees the future
 
 
+class OpDtypes(TorchDispatchMode):
+    """Records (op name, output dtype) of every aten operation."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        self.seen += [(func.overloadpacket.__name__, t.dtype) for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+        return out
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_feature_maps_and_sums_run_in_float32_under_bf16_autocast(causal):
+    m = LinearAttentionMixer(D, causal=causal, chunk_size=CHUNK)
+    x, mask = inputs()
+    with torch.autocast("cpu", dtype=torch.bfloat16), OpDtypes() as probe:
+        y = m(x.float(), mask)
+    assert y.dtype == torch.bfloat16
+    inner = {dtype for name, dtype in probe.seen if name in ("elu", "bmm", "cumsum", "div")}
+    assert inner == {torch.float32}
+
+
+def test_state_is_float32_from_the_start_for_a_bf16_mixer():
+    m = LinearAttentionMixer(D).to(torch.bfloat16)
+    state = m.init_state(2)
+    _, stepped = m.step(torch.randn(2, D, dtype=torch.bfloat16), state)
+    assert [s.dtype for s in state] == [s.dtype for s in stepped] == [torch.float32] * 2
+
+
+class TrilShapes(TorchDispatchMode):
+    """Records the shapes of the masked (tril) score blocks."""
+
+    def __init__(self):
+        super().__init__()
+        self.shapes = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func.overloadpacket.__name__ == "tril":
+            self.shapes.add(tuple(out.shape[-2:]))
+        return out
+
+
+@pytest.mark.parametrize("chunk_size", [4, 16])
+def test_fast_path_scores_come_in_chunk_size_blocks(chunk_size):
+    """The chunked form's cost is O(T * chunk_size * d): its masked score blocks are chunk_size x chunk_size."""
+    m = LinearAttentionMixer(D, chunk_size=chunk_size)
+    with TrilShapes() as probe:
+        m(torch.randn(1, 64, D))
+    assert probe.shapes == {(chunk_size, chunk_size)}
+
+
 def test_autocast_bf16():
     m = LinearAttentionMixer(D, chunk_size=CHUNK)
     x = torch.randn(2, T, D)
@@ -123,6 +203,11 @@ def test_bad_options_and_inputs():
         LinearAttentionMixer(D, feature_map="softmax")
     with pytest.raises(ValueError, match="chunk_size"):
         LinearAttentionMixer(D, chunk_size=0)
+    with pytest.raises(ValueError, match="n_heads"):
+        LinearAttentionMixer(D, n_heads=True)
+    for eps in (0, -1e-6):
+        with pytest.raises(ValueError, match="eps"):
+            LinearAttentionMixer(D, eps=eps)
     with pytest.raises(TypeError):
         LinearAttentionMixer(D, n_head=4)  # misspelt option
     with pytest.raises(StreamingNotSupported):

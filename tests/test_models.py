@@ -429,6 +429,25 @@ def test_match_d_model_finds_the_closest_width():
     assert d == min(range(8, 2 * d, 8), key=lambda w: abs(n(w) - target))
 
 
+def test_match_d_model_tolerance():
+    """10% by default: a target 30% below the narrowest model is refused, and accepted with tolerance=0.5; with
+    tolerance=0 only an exact hit is accepted."""
+    kw = {"vocab_size": 20, "n_layers": 1}
+    n8, n16 = (count_params(build_model("gru", "lm", d_model=d, **kw)) for d in (8, 16))
+    with pytest.raises(ValueError, match="within 10%"):
+        match_d_model("gru", "lm", n8 / 1.3, **kw)
+    assert match_d_model("gru", "lm", n8 / 1.3, tolerance=0.5, **kw) == 8
+    assert match_d_model("gru", "lm", n16, tolerance=0, **kw) == 16
+
+
+def test_model_options_and_per_architecture_options():
+    """dropout configures the blocks, whatever the mixer; <arch>=dict(...) beats the same option given to all."""
+    lm = build_model("gru", "lm", vocab_size=10, d_model=D, n_layers=2, dropout=0.25)
+    assert [b.dropout.p for b in lm.backbone.blocks] == [0.25, 0.25]
+    lm = build_model("longformer", "lm", vocab_size=10, d_model=D, n_layers=2, window=8, longformer={"window": 5})
+    assert [b.mixer.window for b in lm.backbone.blocks] == [5, 5]
+
+
 def test_outline_classes_run_with_the_outline_arguments():
     tokens = torch.randint(0, 100, (2, 20))
     assert LSTMModel(100, 32, 48, 2)(tokens).shape == (2, 20, 100)
@@ -454,6 +473,31 @@ def test_outline_classes_run_with_the_outline_arguments():
     out3, memory3 = twr(x, memory)
     assert memory3.shape == memory.shape  # fixed: bounded memory
     assert not memory3.requires_grad or memory3.grad_fn is None  # fixed: detached between calls
+
+
+def test_outline_transformer_takes_sequences_up_to_max_len():
+    tm = TransformerModel(20, 16, 4, 1, max_len=8).eval()
+    assert tm(torch.randint(0, 20, (2, 8))).shape == (2, 8, 20)
+    with pytest.raises(ValueError, match=r"length 9 exceeds .*max_len=8"):
+        tm(torch.randint(0, 20, (2, 9)))
+
+
+def test_outline_lstm_reads_each_sequence_left_to_right():
+    """Batch first: a sequence's outputs are the same alone or in a batch, and never depend on later tokens."""
+    torch.manual_seed(0)
+    lm = LSTMModel(20, 8, 12, 2)
+    tokens = torch.randint(0, 20, (3, 10))
+    y = lm(tokens)
+    torch.testing.assert_close(lm(tokens[1:2]), y[1:2])
+    later = tokens.clone()
+    later[:, 6:] = (later[:, 6:] + 1) % 20
+    torch.testing.assert_close(lm(later)[:, :6], y[:, :6])
+
+
+@pytest.mark.parametrize("cls, args", [(LSTMModel, (20, 8, 12, 1)), (TransformerModel, (20, 16, 4, 1))])
+def test_outline_models_reject_ids_outside_the_vocabulary(cls, args):
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        cls(*args)(torch.tensor([[1, 2, 20]]))
 
 
 class PerSourceTable(torch.nn.Module):

@@ -105,6 +105,19 @@ def test_padding_invariance_bidirectional(cls, impl):
 
 
 @pytest.mark.parametrize("cls", MIXER_CLASSES)
+def test_bidirectional_sequence_without_real_tokens(cls):
+    """A mask row with no real token: both paths give ``W_out 0 + b_out`` there and the other rows are unchanged."""
+    mixer = make(cls, causal=False)
+    x = torch.randn(2, 5, D, dtype=torch.float64)
+    mask = right_mask([5, 0], 5)
+    for impl in ("fast", "reference"):
+        mixer.impl = impl
+        y = mixer(x, mask)
+        torch.testing.assert_close(y[1], mixer.out_proj.bias.expand(5, D), atol=1e-12, rtol=0)
+        torch.testing.assert_close(y[0], mixer(x[:1])[0], atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("cls", MIXER_CLASSES)
 def test_step_equals_forward(cls):
     mixer = make(cls)
     x = torch.randn(2, 6, D, dtype=torch.float64)

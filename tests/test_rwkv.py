@@ -1,5 +1,7 @@
 """RWKV-4: chunked WKV == stable recurrence == stepping, causality, padding, channel mix."""
 
+import math
+
 import pytest
 import torch
 
@@ -66,6 +68,55 @@ def test_wkv_forms_agree_with_the_formula(chunk):
     torch.testing.assert_close(wkv_chunked(w, u, k, v, chunk_size=chunk), expected, **TOL)
 
 
+def test_wkv_finite_for_a_large_bonus():
+    """A bonus ``u`` of 100 in float32 (``e^u`` overflows): both forms stay finite and equal the float64 result."""
+    torch.manual_seed(2)
+    k, v = torch.randn(2, 9, 4), torch.randn(2, 9, 4)
+    w, u = torch.exp(torch.linspace(-5, 3, 4)), torch.full((4,), 100.0)
+    truth = wkv_reference(*(t.double() for t in (w, u, k, v)))
+    for y in (wkv_reference(w, u, k, v), wkv_chunked(w, u, k, v, chunk_size=4)):
+        torch.testing.assert_close(y.double(), truth, atol=1e-6, rtol=1e-6)
+
+
+def shifted(x):
+    """The previous token of every position of x (B, T, D), zeros before the first."""
+    return torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], dim=1)
+
+
+def test_time_mix_follows_its_equations():
+    """k, v, r from the token shift ``mu x_t + (1 - mu) x_{t-1}``, ``r`` through a sigmoid,
+    ``out = W_o (r * wkv)`` with ``w = exp(time_decay)`` and ``u = time_first``; both paths."""
+    m = make()
+    tm = m.fwd
+    with torch.no_grad():
+        for mu in (tm.mu_k, tm.mu_v, tm.mu_r):
+            mu.uniform_()  # distinct mixing weights: a swapped pair would show
+        x, _ = inputs(9)
+        prev = shifted(x)
+        k, v, r = (
+            proj(x * mu + prev * (1 - mu))
+            for proj, mu in ((tm.key, tm.mu_k), (tm.value, tm.mu_v), (tm.receptance, tm.mu_r))
+        )
+        wkv = wkv_by_definition(torch.exp(tm.time_decay), tm.time_first, k, v)
+        expected = tm.output(torch.sigmoid(r) * wkv)
+        for impl in ("fast", "reference"):
+            m.impl = impl
+            torch.testing.assert_close(m(x), expected, **TOL)
+
+
+def test_time_mix_init_follows_rwkv4():
+    """``time_decay`` rises from -5 to 3 across channels, ``u = log 0.3 + 0.5 ((i + 1) % 3 - 1)``,
+    ``mu_k = mu_v = i / D`` and ``mu_r = (i / D) ** 0.5``."""
+    tm = make().fwd
+    i = torch.arange(D, dtype=torch.float64)
+    with torch.no_grad():
+        assert tm.time_decay[0] == -5 and tm.time_decay[-1] == 3 and (tm.time_decay.diff() > 0).all()
+        torch.testing.assert_close(tm.time_first, math.log(0.3) + 0.5 * ((i + 1) % 3 - 1))
+        torch.testing.assert_close(tm.mu_k, i / D)
+        torch.testing.assert_close(tm.mu_v, i / D)
+        torch.testing.assert_close(tm.mu_r, (i / D) ** 0.5)
+
+
 def large_keys(key_scale, dtype, T=300, seed=3):
     torch.manual_seed(seed)
     k, v = torch.randn(2, T, D, dtype=torch.float64) * key_scale, torch.randn(2, T, D, dtype=torch.float64)
@@ -118,6 +169,22 @@ def test_stepping_equals_forward():
     assert sum(s[0].numel() for s in state) == m.state_size(T) == 4 * D
 
 
+def test_stepping_equals_forward_when_the_first_key_is_very_negative():
+    """Keys below -745 at the first token (``e^{u + k}`` underflows to 0 in float64): the state from ``init_state``
+    still gives the current token its full weight, as the forward pass does."""
+    m = make()
+    with torch.no_grad():
+        m.fwd.key.weight.copy_(1000 * torch.eye(D))
+    x = -torch.ones(1, 3, D, dtype=torch.float64)
+    state, ys = m.init_state(1), []
+    for t in range(3):
+        y_t, state = m.step(x[:, t], state)
+        ys.append(y_t)
+    y = m(x)
+    assert torch.isfinite(y).all()
+    torch.testing.assert_close(torch.stack(ys, 1), y, **TOL)
+
+
 @pytest.mark.parametrize("impl", ["fast", "reference"])
 def test_causal(impl):
     m = make(impl=impl)
@@ -162,8 +229,25 @@ def test_channel_mix_forward_equals_stepping():
     assert diff[20] > 1e-6 and diff[21] > 1e-6 and diff[:20].max() == 0 and diff[22:].max() == 0
     with pytest.raises(ValueError, match="d_model"):
         ffn(x[:, :, :3])
+    for bad in (None, torch.zeros(2, 3, dtype=torch.float64), torch.zeros(1, D, dtype=torch.float64)):
+        with pytest.raises(ValueError, match="prev_x"):
+            ffn.step(x[:, 0], bad)
     with pytest.raises(ValueError, match="hidden_mult"):
         RWKVChannelMix(D, hidden_mult=0)
+
+
+def test_channel_mix_follows_its_equations():
+    """``sigmoid(W_r x_r) * W_v relu(W_k x_k)^2`` with ``x_k``, ``x_r`` token-shifted by ``mu_k``, ``mu_r``."""
+    torch.manual_seed(0)
+    ffn = RWKVChannelMix(D, hidden_mult=2).double()
+    with torch.no_grad():
+        ffn.mu_k.uniform_()
+        ffn.mu_r.uniform_()
+        x, _ = inputs(6)
+        prev = shifted(x)
+        xk, xr = (x * mu + prev * (1 - mu) for mu in (ffn.mu_k, ffn.mu_r))
+        expected = torch.sigmoid(ffn.receptance(xr)) * ffn.value(torch.relu(ffn.key(xk)) ** 2)
+        torch.testing.assert_close(ffn(x), expected, **TOL)
 
 
 def test_autocast_bf16():

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from seqlib.models.base import StreamingNotSupported
 from seqlib.models.ssm import (
@@ -153,6 +154,65 @@ def test_s4d_discretize_gives_the_recurrence_and_kernel_of_the_layer():
     g = torch.autograd.grad(m.discretize(torch.float64).Abar.real.sum(), m.log_dt)[0]
     assert torch.isfinite(g).all() and g.abs().sum() > 0  # differentiable in the parameters
     assert m.discretize().Abar.dtype == torch.complex64  # float32 by default
+
+
+def test_s4d_init_is_s4d_lin_discretised_with_the_zero_order_hold():
+    """``A_n = -1/2 + i pi n``, ``B = 1``, ``dt`` in ``[dt_min, dt_max]``; ``Abar = exp(dt A)`` and
+    ``Bbar = (exp(dt A) - 1) / A * B``."""
+    torch.manual_seed(0)
+    m = S4DMixer(D, d_state=8, dt_min=0.01, dt_max=0.02).double()
+    p = m.discretize(torch.float64)
+    with torch.no_grad():
+        dt = m.log_dt.exp()[:, None]  # (H, 1)
+        A = torch.complex(-torch.exp(m.log_A_real), m.A_imag)  # (H, N2)
+        B = torch.view_as_complex(m.B)
+    assert ((dt >= 0.01) & (dt <= 0.02)).all()
+    n = torch.arange(4, dtype=torch.float64).expand(D, 4)
+    torch.testing.assert_close(A, torch.complex(torch.full_like(n, -0.5), math.pi * n), atol=0, rtol=1e-6)  # float32
+    torch.testing.assert_close(B, torch.ones_like(A))
+    with torch.no_grad():
+        torch.testing.assert_close(p.dtA, dt * A, **TOL)
+        torch.testing.assert_close(p.Abar, torch.exp(dt * A), **TOL)
+        torch.testing.assert_close(p.Bbar, (torch.exp(dt * A) - 1) / A * B, **TOL)
+
+
+def test_mamba_init():
+    """S4D-Real ``A_n = -n``, ``D = 1`` and ``dt = softplus(bias)`` in ``[1e-3, 1e-1]``, in both directions."""
+    torch.manual_seed(0)
+    m = MambaMixer(D, causal=False, d_state=4).double()
+    for ssm in (m.fwd, m.bwd):
+        with torch.no_grad():
+            A = -torch.exp(ssm.A_log)
+            expected = -torch.arange(1.0, 5.0, dtype=torch.float64).expand(m.d_inner, 4)
+            torch.testing.assert_close(A, expected, atol=0, rtol=1e-6)  # log(n) rounded to float32
+            torch.testing.assert_close(ssm.D, torch.ones(m.d_inner, dtype=torch.float64))
+            dt = F.softplus(ssm.dt_proj.bias)
+        assert ((dt >= 1e-3 * (1 - 1e-9)) & (dt <= 1e-1 * (1 + 1e-9))).all()
+
+
+@pytest.mark.parametrize("impl", ["fast", "reference"])
+def test_mamba_follows_its_equations(impl):
+    """``(x, z) = W_in u``; x through the causal depthwise conv and SiLU; ``dt = softplus(W_dt (W_x x))`` and B, C
+    from ``W_x x``; ``h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t``, ``y_t = C_t . h_t + D x_t``;
+    ``out = W_out (y * SiLU(z))``."""
+    m = make("mamba", impl=impl)
+    L = 11
+    x, _ = inputs(L)
+    f, Di, K = m.fwd, m.d_inner, m.d_conv
+    with torch.no_grad():
+        xs, z = m.in_proj(x).chunk(2, dim=-1)  # (B, L, Di)
+        xp = F.pad(xs, (0, 0, K - 1, 0))  # zeros before the first token
+        conv = torch.stack([(xp[:, t : t + K] * f.conv.weight[:, 0].T).sum(1) for t in range(L)], 1)
+        u = F.silu(conv + f.conv.bias)
+        dt_in, Bt, Ct = f.x_proj(u).split([f.dt_rank, f.d_state, f.d_state], dim=-1)
+        dt = F.softplus(f.dt_proj(dt_in))  # (B, L, Di)
+        A = -torch.exp(f.A_log)  # (Di, N)
+        h, ys = torch.zeros(2, Di, f.d_state, dtype=torch.float64), []
+        for t in range(L):
+            h = torch.exp(dt[:, t, :, None] * A) * h + (dt[:, t] * u[:, t])[..., None] * Bt[:, t, None, :]
+            ys.append((h * Ct[:, t, None, :]).sum(-1) + f.D * u[:, t])
+        expected = m.out_proj(torch.stack(ys, 1) * F.silu(z))
+        torch.testing.assert_close(m(x), expected, **TOL)
 
 
 def test_fft_conv_matches_direct_convolution():

@@ -35,8 +35,8 @@ Streaming state: ``(x_{t-1}, a, b, p)``, ``state_size = 4 * d_model``.
 ``sigmoid(W_r x_r) * W_v relu(W_k x_k)^2``.
 
 Initialisation follows RWKV-4's first layer (``time_decay`` from -5 to 3 across channels, ``u = log 0.3`` with a
-zigzag, ``mu = i / D``); the schedule over depth needs the number of layers, which the mixer contract does not
-pass, so ``layer_idx`` is accepted and unused.
+zigzag, ``mu = i / D``, and ``(i / D)^0.5`` for the time mix's receptance); the schedule over depth needs the
+number of layers, which the mixer contract does not pass, so ``layer_idx`` is accepted and unused.
 """
 
 from __future__ import annotations
@@ -262,4 +262,6 @@ class RWKVChannelMix(nn.Module):
     def step(self, x_t: torch.Tensor, prev_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self._check(x_t, 2, "(batch, d_model)")
         self._check(prev_x, 2, "prev_x (batch, d_model)")
+        if prev_x.shape != x_t.shape:  # a state of another batch would broadcast silently
+            raise ValueError(f"prev_x must have the shape of x_t {tuple(x_t.shape)}; got {tuple(prev_x.shape)}")
         return self._mix(x_t, prev_x), x_t
