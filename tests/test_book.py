@@ -351,6 +351,44 @@ def test_setup_on_a_cpu_names_the_profile_that_runs(profile, monkeypatch, capsys
     assert ("full on a CPU will take a long time" in out) is (profile == "full")
 
 
+@pytest.mark.parametrize(("capability", "bfloat16"), [((7, 5), False), ((8, 0), True), ((9, 0), True)])
+def test_setup_on_a_gpu_says_when_it_has_no_bfloat16_and_does_not_warn_of_the_cpu(
+    capability, bfloat16, monkeypatch, capsys
+):
+    import torch
+
+    from seqlib import device
+    from seqlib.book import setup
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: capability)
+    monkeypatch.setattr(device, "device_name", lambda *a: "a GPU")
+    monkeypatch.setenv("SEQLIB_PROFILE", "full")
+    assert setup() == "full"
+    out = capsys.readouterr().out
+    assert ("no bfloat16" in out) is not bfloat16
+    assert "on a CPU" not in out and "No GPU found" not in out and "Smoke profile" not in out
+
+
+def test_setup_seeds_torch_with_its_seed(monkeypatch, capsys):
+    import torch
+
+    monkeypatch.setenv("SEQLIB_PROFILE", "smoke")
+    book.setup(seed=3)
+    drawn = torch.rand(3)
+    torch.manual_seed(3)
+    assert torch.equal(drawn, torch.rand(3))
+
+
+def test_glue_hands_the_value_and_the_display_choice_to_myst_nb(monkeypatch):
+    myst_nb = pytest.importorskip("myst_nb")
+    calls = []
+    monkeypatch.setattr(myst_nb, "glue", lambda name, value, display: calls.append((name, value, display)))
+    assert book.glue("n_params", 42) == 42
+    assert book.glue("fig", "figure", display=True) == "figure"
+    assert calls == [("n_params", 42, False), ("fig", "figure", True)]
+
+
 def test_check_strict_fails_on_a_stale_notebook(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SEQLIB_PROFILE", "smoke")
     path = _notebook(tmp_path, "print(1)", outputs=False)

@@ -26,9 +26,12 @@ def test_help(argv, capsys):
         ["bench", "mixers", "--lengths", "-5"],
         ["bench", "mixers", "--d-model", "0"],
         ["bench", "mixers", "--time-budget", "-1"],
+        ["bench", "mixers", "--arch", "cnn", "--lengths", "8", "--time-budget", "nan"],
+        ["train", "--arch", "lstm", "--task", "char_lm", "--profile", "medium"],
         ["bench", "mixers", "--arch", "lstm,gru"],  # a layer pattern is one hybrid model: train only
         ["preflight", "--arch", "lstm,gru"],
         ["bench", "mfu", "--lengths", "8"],  # an option of bench mixers
+        ["bench", "mfu", "--time-budget", "5"],
     ],
 )
 def test_bad_arguments_are_argparse_errors(argv, capsys):
@@ -99,6 +102,18 @@ def test_bench_mixers_stopped_at_its_time_budget_resumes_where_it_stopped(capsys
     assert list(rec["history"]["seq_len"]) == [16] and rec["config"]["lengths"] == [16]
 
 
+def test_bench_mixers_time_budget_without_a_record_names_what_it_left_and_exits_0(capsys, monkeypatch):
+    """Without a record a second call would start afresh and stop at the same place: no "run again" (exit 3)."""
+    from seqlib import __main__ as cli
+
+    monkeypatch.setattr(cli, "bench_mixer_rows", _fake_mixer_rows)
+    argv = ["bench", "mixers", "--arch", "cnn", "--arch", "lstm", "--arch", "gru", "--lengths", "8", "--profile"]
+    assert main([*argv, "smoke", "--time-budget", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "after 1 of 3 architectures; not measured: lstm, gru (with --record NAME" in out
+    assert "run the same command again" not in out
+
+
 def test_one_architecture_per_arch_where_mixers_are_measured_one_by_one(capsys):
     with pytest.raises(SystemExit):
         main(["bench", "mixers", "--arch", "lstm,gru", "--lengths", "16"])
@@ -125,6 +140,9 @@ def test_an_input_error_is_one_line_and_exit_status_2(capsys, monkeypatch, tmp_p
     monkeypatch.setenv("SEQLIB_DEBUG", "1")  # the traceback, for whoever debugs it
     with pytest.raises(ValueError, match="d_model=30"):
         main(argv)
+    monkeypatch.setenv("SEQLIB_DEBUG", "0")  # switched off
+    assert main(argv) == 2
+    assert capsys.readouterr().err.startswith("seqlib bench: error: ")
     monkeypatch.delenv("SEQLIB_DEBUG")
     monkeypatch.setenv("SEQLIB_PROFILE", "fast")
     assert main(["train", "--arch", "lstm", "--task", "char_lm"]) == 2
@@ -161,3 +179,146 @@ def test_bench_mixers_says_what_its_nan_means(capsys, monkeypatch):
     assert "NaN = not measured:" in out
     assert "cnn fast at 8: one call took longer than max_seconds=1e-09 s" in out
     assert "cnn reference at 16: not run, the sweep having stopped at a shorter length" in out
+
+
+def test_an_input_error_of_seqlib_is_shown_as_one_line_without_quotes(capsys, monkeypatch):
+    from seqlib import preflight, profiles
+    from seqlib.data.corpora import DataUnavailableError
+
+    monkeypatch.setattr(preflight, "preflight", lambda archs: profiles.get("no_such_experiment"))  # a KeyError
+    assert main(["preflight", "--arch", "cnn"]) == 2
+    assert capsys.readouterr().err.startswith("seqlib preflight: error: unknown experiment 'no_such_experiment'")
+
+    def unavailable(archs):
+        raise DataUnavailableError("Could not load the data:\n  set SEQLIB_DATA")
+
+    monkeypatch.setattr(preflight, "preflight", unavailable)  # data that cannot be had, whatever raised it
+    assert main(["preflight", "--arch", "cnn"]) == 2
+    assert capsys.readouterr().err == "seqlib preflight: error: Could not load the data: set SEQLIB_DATA\n"
+
+
+def test_a_bug_inside_seqlib_keeps_its_traceback(monkeypatch):
+    from seqlib import book, preflight
+
+    monkeypatch.setattr(
+        preflight, "preflight", lambda archs: book.and_join(5)
+    )  # a TypeError raised by Python in seqlib
+    with pytest.raises(TypeError, match="not iterable"):
+        main(["preflight", "--arch", "cnn"])
+
+
+class _Run:
+    record = None
+
+    class result:  # noqa: N801
+        @staticmethod
+        def summary():
+            return {"val_loss": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("task", "runner"),
+    [("char_lm", "run_lm"), ("word_lm", "run_lm"), ("sst2", "run_classification"), ("imdb", "run_classification")],
+)
+def test_train_passes_its_options_to_the_experiment_of_the_task(task, runner, monkeypatch, capsys):
+    from seqlib import experiments
+
+    calls = []
+
+    def fake(name):
+        return lambda arch, task, **kw: calls.append((name, arch, task, kw)) or _Run()
+
+    monkeypatch.setattr(experiments, "run_lm", fake("run_lm"))
+    monkeypatch.setattr(experiments, "run_classification", fake("run_classification"))
+    monkeypatch.setattr(experiments, "sample_text", lambda run, n_tokens: "text")
+    main(["train", "--arch", "gru", "--task", task, "--profile", "smoke", "--seed", "3", "--record", "r"])
+    main(["train", "--arch", "gru,transformer", "--task", task])
+    assert calls == [
+        (runner, "gru", task, {"profile": "smoke", "seed": 3, "record_as": "r"}),
+        (runner, ["gru", "transformer"], task, {"profile": None, "seed": 0, "record_as": None}),  # the defaults
+    ]
+    assert "val_loss" in capsys.readouterr().out
+
+
+def test_bench_mfu_passes_its_profile_and_records_its_figures(monkeypatch, tmp_path, capsys):
+    from seqlib import train
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))  # smoke results go under <tmp>/seqlib-results-smoke
+    profiles_asked = []
+    monkeypatch.setattr(train, "gpt2_mfu_benchmark", lambda profile: profiles_asked.append(profile) or {"mfu": 0.25})
+    assert main(["bench", "mfu", "--profile", "smoke", "--record", "mfu_t"]) == 0
+    assert profiles_asked == ["smoke"]
+    rec = results.load("mfu_t", "smoke")
+    assert rec["metrics"] == {"mfu": 0.25} and rec["config"] == {"benchmark": "gpt2_small_mfu"}
+    assert "recorded as" in capsys.readouterr().out
+
+
+def _fake_mixer_rows(arch, lengths, d_model, batch_size, warmup, repeats, max_seconds=60.0):
+    """Rows as ``bench_mixer_rows`` makes them, without measuring: the speedup at length n is n."""
+    import pandas as pd
+
+    n = len(lengths)
+    return pd.DataFrame(
+        {
+            "arch": arch,
+            "seq_len": list(lengths),
+            "fast ms": [1.0] * n,
+            "reference ms": [float(x) for x in lengths],
+            "speedup": [float(x) for x in lengths],
+            "fast MiB": [1.0] * n,
+            "reference MiB": [1.0] * n,
+            "fast status": ["ok"] * n,
+            "reference status": ["ok"] * n,
+        }
+    )
+
+
+def test_bench_mixers_records_sorted_lengths_and_the_speedup_at_the_longest(monkeypatch, tmp_path, capsys):
+    from seqlib import __main__ as cli
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    monkeypatch.setattr(cli, "bench_mixer_rows", _fake_mixer_rows)
+    argv = ["bench", "mixers", "--arch", "lstm", "--arch", "cnn", "--arch", "lstm", "--lengths", "16", "8", "8"]
+    assert main([*argv, "--profile", "smoke", "--record", "bench_s"]) == 0
+    rec = results.load("bench_s", "smoke")
+    assert rec["config"]["lengths"] == [8, 16] and rec["config"]["archs"] == ["lstm", "cnn"]
+    assert rec["metrics"] == {"lstm/speedup": 16.0, "cnn/speedup": 16.0}
+    out = capsys.readouterr().out
+    assert out.index("lstm") < out.index("cnn")  # the table in the order of --arch
+
+
+def test_bench_mixers_does_not_resume_a_record_made_by_other_code(monkeypatch, tmp_path, capsys):
+    from seqlib import __main__ as cli
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    monkeypatch.setattr(cli, "bench_mixer_rows", _fake_mixer_rows)
+    argv = ["bench", "mixers", "--arch", "cnn", "--arch", "lstm", "--lengths", "8", "--profile", "smoke"]
+    argv += ["--record", "bench_stale"]
+    assert main([*argv, "--time-budget", "0"]) == 3
+    monkeypatch.setattr(results, "is_stale", lambda rec: True)
+    assert main(argv) == 0
+    assert "resuming" not in capsys.readouterr().out
+
+
+def test_mixers_table_follows_the_order_of_the_architectures_asked_for():
+    import pandas as pd
+
+    from seqlib.__main__ import mixers_table
+
+    rows = pd.concat([_fake_mixer_rows(a, [8, 16], 8, 1, 1, 1) for a in ("cnn", "lstm")], ignore_index=True)
+    table = mixers_table(rows, ["lstm", "gru", "cnn"])  # gru: not measured, left out
+    assert list(table.index) == [("lstm", 8), ("lstm", 16), ("cnn", 8), ("cnn", 16)]
+
+
+def test_the_nan_legend_names_only_what_was_not_measured():
+    from seqlib.__main__ import mixers_legend
+
+    rows = _fake_mixer_rows("cnn", [8, 16], 8, 1, 1, 1)
+    assert mixers_legend(rows, 5.0) == []  # no NaN, no legend
+    rows.loc[1, ["fast ms", "speedup", "fast MiB"]] = float("nan")
+    rows.loc[1, "fast status"] = "too slow"
+    assert mixers_legend(rows, 5.0) == [
+        "NaN = not measured:",
+        "  cnn fast at 16: one call took longer than max_seconds=5 s, so the sweep stopped there",
+        "  speedup is NaN where either time is",
+    ]

@@ -9,6 +9,48 @@ def test_preflight_runs_every_check_of_an_architecture_on_this_device():
     assert list(df["check"]) == list(pf.CHECKS) and df["ok"].all() and df["error"].isna().all()
 
 
+def test_preflight_checks_every_task_head_the_book_trains_and_the_benchmark():
+    assert list(pf.CHECKS) == ["lm", "classify", "seq2seq", "synthetic", "bench"]
+
+
+def test_the_synthetic_check_runs_a_token_task_and_the_regression_head(monkeypatch):
+    from seqlib import experiments
+
+    tasks = []
+    monkeypatch.setattr(experiments, "run_synthetic", lambda arch, task, *a, **kw: tasks.append((arch, task)))
+    pf.CHECKS["synthetic"]("cnn", "cpu")
+    assert tasks == [("cnn", "associative_recall"), ("cnn", "adding_problem")]
+
+
+def test_the_bench_check_trains_both_implementations(monkeypatch):
+    import pandas as pd
+
+    from seqlib import bench
+    from seqlib.models import MIXERS
+
+    built, measured = [], []
+    monkeypatch.setitem(MIXERS, "cnn", lambda d_model, impl: built.append(impl) or impl)
+
+    def bench_mixer(factory, lengths, mode, **kwargs):
+        measured.append((mode, factory()))
+        return pd.DataFrame({"seq_len": lengths, "median_ms": [1.0] * len(lengths)})
+
+    monkeypatch.setattr(bench, "bench_mixer", bench_mixer)
+    pf.CHECKS["bench"]("cnn", "cpu")
+    assert ("train", "reference") in measured and ("train", "fast") in measured
+    assert {mode for mode, _ in measured} == set(bench.MODES)
+
+
+def test_a_failed_check_is_reported_by_its_first_line_and_quietly_when_asked(monkeypatch, capsys):
+    def broken(arch, device):
+        raise RuntimeError("no kernel for this dtype\nmore")
+
+    monkeypatch.setattr(pf, "CHECKS", {"lm": broken})
+    df = pf.preflight(["cnn"], verbose=False)
+    assert list(df["error"]) == ["RuntimeError: no kernel for this dtype"] and not df["ok"].any()
+    assert capsys.readouterr().out == ""
+
+
 def test_a_failed_check_is_reported_and_the_others_still_run(monkeypatch, capsys):
     def broken(arch, device):
         raise RuntimeError("no kernel for this dtype\nmore")
@@ -22,6 +64,8 @@ def test_a_failed_check_is_reported_and_the_others_still_run(monkeypatch, capsys
 
     monkeypatch.setattr(pf, "CHECKS", {"classify": lambda arch, device: None})
     assert main(["preflight", "--arch", "gru"]) == 0
+    assert main(["preflight", "--arch", "gru", "--arch", "gru"]) == 0  # an architecture repeated is checked once
+    assert "1 of 1 checks passed" in capsys.readouterr().out
 
 
 def test_a_passed_preflight_is_recorded_and_a_failed_one_is_not(monkeypatch, tmp_path, capsys):

@@ -38,6 +38,29 @@ def test_experiment_has_both_sizes_with_the_same_keys(name):
         assert full.max_seconds and (full.max_steps is None or name in STEP_CAPPED)
 
 
+#: sizes of a model or of its inputs: never larger in the smoke profile than in the full one, and those of STRICT
+#: smaller (the largest of a list of lengths)
+SIZES = {"d_model", "n_layers", "target_params", "seq_len", "max_len", "lengths"}
+STRICT = {"d_model", "target_params", "max_len", "lengths"}
+
+
+def _sizes(smoke, full, path=()):
+    if isinstance(smoke, dict):
+        for key in smoke:
+            yield from _sizes(smoke[key], full[key], (*path, key))
+    elif path and path[-1] in SIZES and smoke is not None and full is not None:
+        yield "/".join(path), smoke, full
+
+
+@pytest.mark.parametrize("name", sorted(profiles.EXPERIMENTS))
+def test_smoke_models_and_sequences_are_smaller_than_full_ones(name):
+    exp = profiles.EXPERIMENTS[name]
+    for path, smoke, full in _sizes(exp["smoke"], exp["full"]):
+        small, big = (max(smoke), max(full)) if isinstance(smoke, list) else (smoke, full)
+        smaller = small < big if path.split("/")[-1] in STRICT else small <= big
+        assert smaller, f"{name}/{path}: smoke {smoke}, full {full}"
+
+
 def test_declared_sizes():
     assert profiles.get("char_lm", "smoke")["model"]["d_model"] == 64
     assert profiles.get("synthetic", "smoke")["lengths"] == [32, 64]
