@@ -294,19 +294,16 @@ def cmd_bench(args) -> int:
             print("\n" + "\n".join(legend))
         if path is not None:
             print(f"\nrecorded as {path}")
-        if stopped and args.record:
-            print(
-                f"\nstopped at the time budget ({args.time_budget:g} s) after {len(done)} of {len(archs)} "
-                "architectures: run the same command again to measure the rest"
+        if stopped:
+            said = (
+                f"\nstopped at the time budget ({args.time_budget:g} s) after {len(done)} of {len(archs)} architectures"
             )
-            return 3
-        if stopped:  # nothing recorded: the same command again would start afresh and stop at the same place
-            left = [a for a in archs if a not in done]
-            print(
-                f"\nstopped at the time budget ({args.time_budget:g} s) after {len(done)} of {len(archs)} "
-                f"architectures; not measured: {', '.join(left)} (with --record NAME, the same command run again "
-                "measures the rest)"
-            )
+            if args.record:
+                print(f"{said}: run the same command again to measure the rest")
+                return 3
+            # nothing recorded: the same command again would start afresh and stop at the same place
+            left = ", ".join(a for a in archs if a not in done)
+            print(f"{said}; not measured: {left} (with --record NAME, the same command run again measures the rest)")
         return 0
     if args.what == "mfu":
         from .train import gpt2_mfu_benchmark
