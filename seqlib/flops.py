@@ -15,7 +15,8 @@ gru                   ``2*3*(d*h + h*h) + 2*h*d``                               
 cnn                   ``2*k*d*2d + 2*d*d`` (gated conv to 2d channels, projection)       O(k d^2)
 transformer           ``8*d^2 + 4*d*keys``; keys = n (bidirectional), (n+1)/2 (causal:   O(d^2 + n d)
                       the average query sees half the keys; flash kernels skip the rest)
-conv_transformer      transformer + ``2*k*d`` (depthwise conv) + ``2*d^2`` (output)       O(d^2 + n d)
+conv_transformer      transformer + ``2*k*d`` (depthwise conv; a full one: ``2*k*d^2``)       O(d^2 + n d)
+                      + ``2*d^2`` (output projection)
 recurrent_transformer ``8*d^2 + 4*d*(m + L) + 16*m*d^2/L + 4*m*d``: attention inside a     O(d^2 + L d)
                       segment of L tokens plus m memory slots (its mask keeps SDPA from skipping
                       the future half, so all m + L keys count); per segment, the memory's
@@ -59,16 +60,39 @@ def _attention(n: int, d: int, causal: bool, keys: float | None = None) -> float
     return 8 * d * d + 4 * d * keys  # Q, K, V, O projections; scores Q K^T and the weighted sum of V
 
 
+#: the options each formula reads (``n_heads`` is accepted wherever the mixer has heads; only linear attention's count
+#: depends on it)
+_OPTIONS: dict[str, set[str]] = {
+    "lstm": {"hidden_size"},
+    "gru": {"hidden_size"},
+    "cnn": {"kernel_size"},
+    "transformer": {"n_heads"},
+    "conv_transformer": {"n_heads", "kernel_size", "depthwise"},
+    "recurrent_transformer": {"n_heads", "segment_len", "memory_size"},
+    "linear_attention": {"n_heads", "chunk_size"},
+    "s4": {"d_state"},
+    "mamba": {"d_state", "expand", "d_conv"},
+    "rwkv": {"chunk_size"},
+    "longformer": {"n_heads", "window"},
+}
+
+
 def mixer_flops(arch: str, n: int, d: int, *, causal: bool = True, **options) -> float:
     """Forward FLOPs per token of one ``arch`` mixer layer at sequence length ``n`` and width ``d``.
 
     Options (mixer defaults when omitted): ``hidden_size`` (lstm, gru), ``kernel_size`` (cnn 3,
-    conv_transformer 3), ``segment_len`` 64 and ``memory_size`` 8 (recurrent_transformer), ``chunk_size`` 64
-    (linear_attention, rwkv), ``n_heads`` 4, ``d_state`` (s4 64, mamba 16), ``expand`` 2, ``d_conv`` 4,
-    ``window`` 64 (longformer).
+    conv_transformer 3), ``depthwise`` True (conv_transformer), ``segment_len`` 64 and ``memory_size`` 8
+    (recurrent_transformer), ``chunk_size`` 64 (linear_attention, rwkv), ``n_heads`` 4, ``d_state`` (s4 64,
+    mamba 16), ``expand`` 2, ``d_conv`` 4, ``window`` 64 (longformer). An option the formula of ``arch`` does
+    not take is an error, not silently ignored.
     """
     if not (isinstance(n, int) and n >= 1 and isinstance(d, int) and d >= 1):
         raise ValueError(f"n and d must be positive ints, got n={n!r}, d={d!r}")
+    if arch not in _OPTIONS:
+        raise ValueError(f"no FLOP formula for {arch!r}; known: {', '.join(_OPTIONS)}")
+    unknown = sorted(set(options) - _OPTIONS[arch])
+    if unknown:
+        raise ValueError(f"mixer_flops({arch!r}) takes the options {sorted(_OPTIONS[arch])}, not {unknown}")
     o = options
     if arch in ("lstm", "gru"):
         h = o.get("hidden_size") or (d if causal else max(1, d // 2))  # the mixer's default: d // 2 per direction
@@ -81,7 +105,8 @@ def mixer_flops(arch: str, n: int, d: int, *, causal: bool = True, **options) ->
     if arch == "transformer":
         return _attention(n, d, causal)
     if arch == "conv_transformer":
-        return _attention(n, d, causal) + 2 * o.get("kernel_size", 3) * d + 2 * d * d
+        per_output = 1 if o.get("depthwise", True) else d  # inputs each output channel reads, per tap
+        return _attention(n, d, causal) + 2 * o.get("kernel_size", 3) * d * per_output + 2 * d * d
     if arch == "recurrent_transformer":
         L, m = min(o.get("segment_len", 64), n), o.get("memory_size", 8)
         keys = m + L  # the memory slots and the whole segment: a boolean mask, computed block by block in full
@@ -106,7 +131,7 @@ def mixer_flops(arch: str, n: int, d: int, *, causal: bool = True, **options) ->
     if arch == "longformer":
         w = o.get("window", 64)
         return _attention(n, d, causal, keys=(2 if causal else 3) * min(w, n))  # the blocks, masked keys included
-    raise ValueError(f"no FLOP formula for {arch!r}")
+    raise AssertionError(f"{arch!r} is in _OPTIONS but has no formula")
 
 
 def mlp_flops(d: int, mlp_mult: int = 4) -> float:
@@ -131,12 +156,23 @@ def crossover_length(d: int, arch_a: str = "transformer", arch_b: str = "lstm", 
     return lo
 
 
+def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """The CPU kernel of ``F.scaled_dot_product_attention``, counted as PyTorch counts its GPU kernels: every
+    (query, key) pair of Q K^T and of the weighted sum of V, masked or causal pairs included."""
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
 def count_flops(module: nn.Module, *args, **kwargs) -> int:
-    """FLOPs of ``module(*args, **kwargs)`` as PyTorch's ``FlopCounterMode`` counts them (matmuls, convs, SDPA
-    on GPU kernels). On a CPU it misses fused kernels it has no formula for (``nn.LSTM``'s, CPU SDPA), FFTs
-    and elementwise work: use it on the reference paths, as ``tests/test_flops.py`` does."""
+    """FLOPs of ``module(*args, **kwargs)`` as PyTorch's ``FlopCounterMode`` counts them: matmuls, convolutions
+    and ``scaled_dot_product_attention`` (its CPU kernel too, counted like the GPU ones: all query-key pairs,
+    the causal half that flash kernels skip included). It misses fused kernels it has no formula for
+    (``nn.LSTM``'s), FFTs and elementwise work: ``tests/test_flops.py`` checks ``mixer_flops`` against it
+    term by term."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    cpu_sdpa = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flops}
+    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=cpu_sdpa) as counter:
         module(*args, **kwargs)
     return int(counter.get_total_flops())

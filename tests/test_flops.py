@@ -1,4 +1,7 @@
-"""The analytic FLOP counts of seqlib.flops against PyTorch's FlopCounterMode (CPU, reference paths)."""
+"""The analytic FLOP counts of seqlib.flops against PyTorch's FlopCounterMode (CPU), term by term: where the counter
+sees a path whole the two agree exactly; where it misses a part (FFTs, elementwise scans) the test names that part."""
+
+import math
 
 import pytest
 import torch
@@ -26,6 +29,15 @@ D, N = 32, 64
         # the reference writes out the scores over the memory slots and the whole segment, as the fast path's mask does
         ("recurrent_transformer", {"impl": "reference", "segment_len": 16, "memory_size": 4}),
         ("recurrent_transformer", {"impl": "reference", "segment_len": 16, "memory_size": 4, "causal": False}),
+        ("recurrent_transformer", {"segment_len": 16, "memory_size": 4}),  # the fast path: one masked SDPA
+        ("transformer", {"causal": False}),  # the fast path: SDPA's CPU kernel
+        ("conv_transformer", {"causal": False}),  # SDPA plus the depthwise convolution
+        ("conv_transformer", {"depthwise": False, "causal": False, "kernel_size": 5}),
+        # the blocked fast path: each block of queries against two (three) whole key blocks, masked keys included
+        ("longformer", {}),
+        ("longformer", {"causal": False}),
+        ("longformer", {"window": 16}),
+        ("longformer", {"window": 16, "causal": False}),
     ],
 )
 def test_mixer_flops_match_flop_counter(arch, options):
@@ -35,6 +47,28 @@ def test_mixer_flops_match_flop_counter(arch, options):
     sizes = {k: v for k, v in options.items() if k not in ("impl", "causal")}
     expected = mixer_flops(arch, N, D, causal=options.get("causal", True), **sizes)
     assert counted == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["transformer", "conv_transformer"])
+def test_causal_attention_counts_half_the_keys(arch):
+    """The counter charges SDPA for every (query, key) pair; the formula, like a flash kernel, skips the future
+    half: (n + 1) / 2 keys per query on average instead of n."""
+    mixer = MIXERS[arch](d_model=D)
+    counted = count_flops(mixer, torch.randn(2, N, D)) / (2 * N)
+    assert counted - 4 * D * (N - (N + 1) / 2) == pytest.approx(mixer_flops(arch, N, D), rel=1e-6)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_s4_projection_and_kernel_match_flop_counter(causal):
+    """S4's output projection and its kernel are matrix products the counter sees; its FFT convolution
+    (15 log2(2n) + 8 per channel) is not. The kernel is a complex product over N/2 modes, 4N real FLOPs per
+    channel and token, which the counter, blind to complex arithmetic, charges as N. Computed once per forward
+    and shared by the batch, it is counted here at batch size 1, as the formula counts it."""
+    mixer = MIXERS["s4"](d_model=D, causal=causal)
+    counted = count_flops(mixer, torch.randn(1, N, D)) / N
+    n_state, kernels = 64, 1 if causal else 2
+    unseen = D * (15 * math.log2(2 * N) + 8) + kernels * 3 * n_state * D
+    assert counted == pytest.approx(mixer_flops("s4", N, D, causal=causal) - unseen, rel=1e-6)
 
 
 @pytest.mark.parametrize("causal", [True, False])
@@ -80,3 +114,5 @@ def test_bad_arguments():
         mixer_flops("nope", N, D)
     with pytest.raises(ValueError):
         mixer_flops("lstm", 0, D)
+    with pytest.raises(ValueError, match="window"):  # an option of another mixer's formula
+        mixer_flops("transformer", N, D, window=16)
